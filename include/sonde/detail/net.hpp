@@ -1,0 +1,148 @@
+#pragma once
+/// @file detail/net.hpp
+/// Small pieces the socket checkers share: a deadline watchdog, error-code classification,
+/// escape decoding for payload options, and printable excerpts of replies.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <asio/error.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "../probe.hpp"
+#include "../result.hpp"
+
+namespace sonde::detail {
+
+/// Runs `on_fire` once when the deadline passes, unless disarmed or destroyed first.
+/// Cheaper than racing every operation against a timer: one timer per run. The watchdog must
+/// outlive nothing it references; declare it after the sockets it cancels.
+class watchdog {
+ public:
+  template <class F>
+  watchdog(const asio::any_io_executor& ex, deadline dl, F on_fire) : timer_(ex) {
+    timer_.expires_at(dl);
+    timer_.async_wait([this, f = std::move(on_fire)](asio::error_code ec) mutable {
+      if (ec) return;
+      fired_ = true;
+      f();
+    });
+  }
+  watchdog(const watchdog&) = delete;
+  watchdog& operator=(const watchdog&) = delete;
+  /// True once the deadline has passed and `on_fire` ran.
+  bool fired() const noexcept { return fired_; }
+  /// Stop watching (idempotent).
+  void disarm() { timer_.cancel(); }
+
+ private:
+  asio::steady_timer timer_;
+  bool fired_ = false;
+};
+
+/// Map a socket error to an observation reason.
+inline reason classify(const asio::error_code& ec, bool deadline_passed) {
+  if (deadline_passed || ec == asio::error::operation_aborted || ec == asio::error::timed_out)
+    return reason::timeout;
+  if (ec == asio::error::connection_refused) return reason::refused;
+  if (ec == asio::error::network_unreachable || ec == asio::error::host_unreachable ||
+      ec == asio::error::network_down || ec.value() == EADDRNOTAVAIL)
+    return reason::unreachable;
+  if (ec == asio::error::connection_reset || ec == asio::error::eof ||
+      ec == asio::error::broken_pipe)
+    return reason::protocol;
+  return reason::error;
+}
+
+/// Decode C-style escapes in payload options: \r \n \t \0 \\ \xHH. Returns nullopt on a bad
+/// escape.
+inline std::optional<std::string> decode_escapes(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '\\') {
+      out += in[i];
+      continue;
+    }
+    if (++i >= in.size()) return std::nullopt;
+    switch (in[i]) {
+      case 'r': out += '\r'; break;
+      case 'n': out += '\n'; break;
+      case 't': out += '\t'; break;
+      case '0': out += '\0'; break;
+      case '\\': out += '\\'; break;
+      case 'x': {
+        if (i + 2 >= in.size()) return std::nullopt;
+        int h = hex(in[i + 1]), l = hex(in[i + 2]);
+        if (h < 0 || l < 0) return std::nullopt;
+        out += static_cast<char>(h * 16 + l);
+        i += 2;
+        break;
+      }
+      default: return std::nullopt;
+    }
+  }
+  return out;
+}
+
+/// Decode a hex string ("0a ff 01", spaces and colons allowed). nullopt when malformed.
+inline std::optional<std::string> decode_hex(std::string_view in) {
+  std::string out;
+  int hi = -1;
+  for (char c : in) {
+    if (c == ' ' || c == ':' || c == '\t') continue;
+    int v = (c >= '0' && c <= '9')   ? c - '0'
+            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+            : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                     : -1;
+    if (v < 0) return std::nullopt;
+    if (hi < 0) {
+      hi = v;
+    } else {
+      out += static_cast<char>(hi * 16 + v);
+      hi = -1;
+    }
+  }
+  if (hi >= 0) return std::nullopt;
+  return out;
+}
+
+/// A short printable excerpt of received bytes for messages: non-printables escaped, at most
+/// `max` characters.
+inline std::string excerpt(std::string_view bytes, std::size_t max = 60) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (out.size() >= max) {
+      out += "...";
+      break;
+    }
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c >= 0x7f) {
+      static const char* digits = "0123456789abcdef";
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    } else out += static_cast<char>(c);
+  }
+  return out;
+}
+
+/// Parse the common `family` option.
+inline std::optional<int> parse_family_text(std::string_view f) {
+  if (f == "auto" || f.empty()) return 0;
+  if (f == "ipv4" || f == "inet" || f == "4") return 4;
+  if (f == "ipv6" || f == "inet6" || f == "6") return 6;
+  return std::nullopt;
+}
+
+}  // namespace sonde::detail

@@ -1,0 +1,220 @@
+#pragma once
+/// @file plugin_export.hpp
+/// Turn checkers into a plugin: `SONDE_PLUGIN_EXPORT(name, description, types...)`.
+///
+///     #include <sonde/plugin_export.hpp>
+///     #include <sonde/tcp.hpp>
+///     SONDE_PLUGIN_EXPORT("tcp", "TCP connect checks",
+///                         sonde::plugin_type<sonde::tcp_probe>())
+///
+/// `plugin_type<P>(aliases...)` adapts a checker to the C ABI of plugin.hpp: it builds the
+/// option/metric tables from `P::option_table`/`P::metric_table` (string literals), converts
+/// option values, runs `P::run` as a coroutine on the engine's io_context and reports the
+/// outcome through the C callback. Exceptions are caught at the boundary.
+
+#include <array>
+#include <cstring>
+#include <exception>
+#include <initializer_list>
+#include <vector>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+
+#include "plugin.hpp"
+#include "probe.hpp"
+
+namespace sonde {
+namespace detail {
+
+inline void fill_error(sonde_error* out, const probe_error& e) {
+  if (!out) return;
+  out->code = static_cast<int32_t>(e.code);
+  std::snprintf(out->key, sizeof out->key, "%s", e.key.c_str());
+  std::snprintf(out->message, sizeof out->message, "%s", e.message.c_str());
+}
+
+/// Convert a C option value back into a typed option_value.
+inline option_value from_c(const sonde_value& v) {
+  switch (v.type) {
+    case SONDE_VALUE_BOOL: return v.boolean != 0;
+    case SONDE_VALUE_INT: return static_cast<std::int64_t>(v.integer);
+    case SONDE_VALUE_NUMBER: return v.number;
+    case SONDE_VALUE_DURATION: return duration(v.integer);
+    case SONDE_VALUE_STRING_LIST: {
+      std::vector<std::string> items;
+      for (std::size_t i = 0; i < v.list_len; ++i) items.emplace_back(v.list[i] ? v.list[i] : "");
+      return items;
+    }
+    default: return std::string(v.string ? v.string : "");
+  }
+}
+
+/// Deliver a probe_result through the C callback.
+inline void deliver(const probe_result& r, sonde_result_fn done, void* user) {
+  sonde_result c{};
+  std::array<sonde_metric, 48> inline_metrics;
+  std::vector<sonde_metric> more;
+  sonde_metric* ms = inline_metrics.data();
+  if (r) {
+    c.has_observation = 1;
+    c.reason = static_cast<int32_t>(r->why);
+    c.start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          r->start.time_since_epoch())
+                          .count();
+    c.latency_ns = r->latency ? r->latency->count() : -1;
+    c.message = r->message.c_str();
+    if (r->metrics.size() > inline_metrics.size()) {
+      more.resize(r->metrics.size());
+      ms = more.data();
+    }
+    for (std::size_t i = 0; i < r->metrics.size(); ++i)
+      ms[i] = sonde_metric{r->metrics[i].name.c_str(), r->metrics[i].value};
+    c.metrics = ms;
+    c.metric_count = r->metrics.size();
+  } else {
+    c.has_observation = 0;
+    c.reason = static_cast<int32_t>(reason::error);
+    c.latency_ns = -1;
+    c.message = r.error().message.c_str();
+    c.error_code = static_cast<int32_t>(r.error().code);
+    c.error_key = r.error().key.c_str();
+  }
+  done(user, &c);
+}
+
+template <class P>
+struct probe_adapter {
+  struct instance {
+    P probe;
+    target where;
+  };
+
+  static int create(const char* target_text, const sonde_option* opts, std::size_t n,
+                    void** out, sonde_error* err) noexcept {
+    try {
+      auto t = parse_target_for<P>(target_text ? target_text : "");
+      if (!t) {
+        fill_error(err, t.error());
+        return -1;
+      }
+      option_set set;
+      for (std::size_t i = 0; i < n; ++i) set.set(opts[i].key, from_c(opts[i].value));
+      auto p = make_probe<P>(set);
+      if (!p) {
+        fill_error(err, p.error());
+        return -1;
+      }
+      *out = new instance{std::move(*p), std::move(*t)};
+      return 0;
+    } catch (const std::exception& e) {
+      fill_error(err, probe_error{probe_errc::internal, "", e.what()});
+    } catch (...) {
+      fill_error(err, probe_error{probe_errc::internal, "", "unknown exception"});
+    }
+    return -1;
+  }
+
+  static asio::awaitable<void> run_one(instance* inst, deadline dl, sonde_result_fn done,
+                                       void* user) {
+    probe_result r = tl::unexpected(probe_error{probe_errc::internal, "", "probe did not run"});
+    try {
+      r = co_await inst->probe.run(inst->where, dl);
+    } catch (const std::exception& e) {
+      r = tl::unexpected(probe_error{probe_errc::internal, "", std::string("exception: ") + e.what()});
+    } catch (...) {
+      r = tl::unexpected(probe_error{probe_errc::internal, "", "unknown exception"});
+    }
+    deliver(r, done, user);
+  }
+
+  static void run(void* inst, void* io, std::int64_t deadline_ns, sonde_result_fn done,
+                  void* user) noexcept {
+    try {
+      auto& ctx = *static_cast<asio::io_context*>(io);
+      deadline dl{std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(deadline_ns))};
+      asio::co_spawn(ctx, run_one(static_cast<instance*>(inst), dl, done, user), asio::detached);
+    } catch (const std::exception& e) {
+      deliver(tl::unexpected(probe_error{probe_errc::resource, "", e.what()}), done, user);
+    }
+  }
+
+  static void destroy(void* inst) noexcept { delete static_cast<instance*>(inst); }
+
+  static const std::vector<sonde_option_desc>& options() {
+    static const std::vector<sonde_option_desc> v = [] {
+      std::vector<sonde_option_desc> out;
+      for (const auto& o : P::option_table)
+        out.push_back({o.key.data(), static_cast<int32_t>(o.type), o.default_value.data(),
+                       o.help.data()});
+      return out;
+    }();
+    return v;
+  }
+  static const std::vector<sonde_metric_desc>& metrics() {
+    static const std::vector<sonde_metric_desc> v = [] {
+      std::vector<sonde_metric_desc> out;
+      for (const auto& m : P::metric_table)
+        out.push_back({m.name.data(), m.unit.data(), m.help.data()});
+      return out;
+    }();
+    return v;
+  }
+  static const std::vector<sonde_enum_desc>& enums() {
+    static const std::vector<sonde_enum_desc> v = [] {
+      std::vector<sonde_enum_desc> out;
+      if constexpr (requires { P::metric_enums; }) {
+        for (const auto& e : P::metric_enums) out.push_back({e.metric.data(), e.name.data(), e.value});
+      }
+      return out;
+    }();
+    return v;
+  }
+};
+
+}  // namespace detail
+
+/// The C descriptor of checker P, with optional aliases (string literals).
+template <probe P>
+sonde_probe_type plugin_type(std::initializer_list<const char*> aliases = {}) {
+  static const std::vector<const char*> alias_storage(aliases);
+  using A = detail::probe_adapter<P>;
+  sonde_probe_type t{};
+  t.name = P::kind.data();
+  t.aliases = alias_storage.data();
+  t.alias_count = alias_storage.size();
+  t.summary = P::summary.data();
+  t.target_form = P::target_form.data();
+  t.options = A::options().data();
+  t.option_count = A::options().size();
+  t.metrics = A::metrics().data();
+  t.metric_count = A::metrics().size();
+  t.enums = A::enums().data();
+  t.enum_count = A::enums().size();
+  t.create = &A::create;
+  t.run = &A::run;
+  t.destroy = &A::destroy;
+  return t;
+}
+
+}  // namespace sonde
+
+/// Define the plugin's exported symbols. `...` is one or more sonde::plugin_type<P>(...).
+#define SONDE_PLUGIN_EXPORT(NAME, DESCRIPTION, ...)                                         \
+  SONDE_PLUGIN_API const uint32_t sonde_plugin_abi_major = SONDE_PLUGIN_ABI_MAJOR;          \
+  SONDE_PLUGIN_API const sonde_plugin_descriptor* SONDE_PLUGIN_ENTRY(void) {                \
+    static const sonde_probe_type types[] = {__VA_ARGS__};                                  \
+    static const sonde_plugin_descriptor d = {SONDE_PLUGIN_ABI_MAJOR,                       \
+                                              SONDE_PLUGIN_ABI_MINOR,                       \
+                                              sizeof(sonde_plugin_descriptor),              \
+                                              0,                                            \
+                                              NAME,                                         \
+                                              SONDE_VERSION_STRING,                         \
+                                              SONDE_PLUGIN_FINGERPRINT,                     \
+                                              DESCRIPTION,                                  \
+                                              types,                                        \
+                                              sizeof(types) / sizeof(types[0]),             \
+                                              {}};                                          \
+    return &d;                                                                              \
+  }
