@@ -12,8 +12,8 @@
 /// compiler, standard library ABI, ASIO version and configuration macros).
 /// No C++ exception and no asio::error_code crosses this boundary.
 
-#include <stddef.h>
-#include <stdint.h>
+#include <cstddef>  // also defines _GLIBCXX_USE_CXX11_ABI, part of the fingerprint
+#include <cstdint>
 
 #include <asio/version.hpp>
 

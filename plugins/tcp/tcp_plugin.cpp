@@ -3,4 +3,4 @@
 #include <sonde/tcp.hpp>
 
 SONDE_PLUGIN_EXPORT("tcp", "TCP connect, send/expect and TLS checks",
-                    sonde::plugin_type<sonde::tcp_probe>({"TCP"}))
+                    sonde::plugin_type<sonde::tcp_probe>())

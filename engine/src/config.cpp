@@ -1,0 +1,537 @@
+// Task-file loading and validation. See config.hpp and docs/config.md.
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include <sonde/engine/config.hpp>
+
+namespace fs = std::filesystem;
+
+namespace sonde::engine {
+
+std::string config_error::to_string() const {
+  std::string s = where.file;
+  if (where.line) s += ":" + std::to_string(where.line) + ":" + std::to_string(where.column);
+  return s + ": error: " + message;
+}
+
+std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
+  auto lower = [](std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  std::string w = lower(word);
+  std::string best;
+  std::size_t best_d = std::max<std::size_t>(2, w.size() / 3) + 1;
+  for (const auto& cand : candidates) {
+    std::string c = lower(cand);
+    std::vector<std::size_t> prev(c.size() + 1), cur(c.size() + 1);
+    for (std::size_t j = 0; j <= c.size(); ++j) prev[j] = j;
+    for (std::size_t i = 1; i <= w.size(); ++i) {
+      cur[0] = i;
+      for (std::size_t j = 1; j <= c.size(); ++j)
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (w[i - 1] != c[j - 1])});
+      std::swap(prev, cur);
+    }
+    if (prev[c.size()] < best_d) {
+      best_d = prev[c.size()];
+      best = cand;
+    }
+  }
+  return best;
+}
+
+namespace {
+
+const std::vector<std::string> common_keys = {"name",    "type", "target", "interval", "timeout",
+                                              "enabled", "tags", "warn",   "crit"};
+constexpr duration default_interval = std::chrono::seconds(60);
+constexpr duration default_timeout = std::chrono::seconds(5);
+
+source_pos pos_of(const std::string& file, const toml::source_region& r) {
+  return {file, r.begin.line, r.begin.column};
+}
+
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& cands) {
+  auto c = closest(word, cands);
+  return c.empty() ? std::string() : " (did you mean '" + c + "'?)";
+}
+
+std::string node_type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time: return "a date/time";
+    default: return "a value";
+  }
+}
+
+tl::expected<duration, std::string> duration_from_node(const toml::node& n) {
+  if (auto s = n.value_exact<std::string>()) return parse_duration(*s);
+  if (auto i = n.value_exact<std::int64_t>()) {
+    if (*i < 0) return tl::unexpected(std::string("a duration cannot be negative"));
+    if (*i > 10LL * 365 * 86400) return tl::unexpected(std::string("duration too large"));
+    return duration(std::chrono::seconds(*i));
+  }
+  if (auto d = n.value_exact<double>()) {
+    if (!(*d >= 0) || *d > 10.0 * 365 * 86400) return tl::unexpected(std::string("duration out of range"));
+    return duration(static_cast<std::int64_t>(*d * 1e9));
+  }
+  return tl::unexpected("expected a duration such as \"10s\", not " + node_type_name(n));
+}
+
+tl::expected<option_value, std::string> option_from_node(const std::string& key, option_type t,
+                                                         const toml::node& n) {
+  auto wrong = [&](std::string what) -> tl::unexpected<std::string> {
+    return tl::unexpected("option '" + key + "' must be " + what + ", not " + node_type_name(n));
+  };
+  switch (t) {
+    case option_type::boolean:
+      if (auto b = n.value_exact<bool>()) return option_value(*b);
+      return wrong("a boolean (true or false)");
+    case option_type::integer:
+      if (auto i = n.value_exact<std::int64_t>()) return option_value(*i);
+      return wrong("an integer");
+    case option_type::number:
+      if (auto d = n.value<double>()) return option_value(*d);
+      return wrong("a number");
+    case option_type::string:
+      if (auto s = n.value_exact<std::string>()) return option_value(*s);
+      return wrong("a string");
+    case option_type::duration: {
+      auto d = duration_from_node(n);
+      if (!d) return tl::unexpected("option '" + key + "': " + d.error());
+      return option_value(*d);
+    }
+    case option_type::string_list: {
+      std::vector<std::string> items;
+      auto one = [&](const toml::node& e) -> bool {
+        if (auto s = e.value_exact<std::string>()) return items.push_back(*s), true;
+        if (auto i = e.value_exact<std::int64_t>()) return items.push_back(std::to_string(*i)), true;
+        return false;
+      };
+      if (auto* arr = n.as_array()) {
+        for (auto& e : *arr)
+          if (!one(e)) return wrong("a list of strings");
+        return option_value(std::move(items));
+      }
+      if (one(n)) return option_value(std::move(items));
+      return wrong("a list of strings");
+    }
+  }
+  return wrong("a supported value");
+}
+
+bool metric_matches(std::string_view pattern, std::string_view name) {
+  while (true) {
+    auto pdot = pattern.find('.'), ndot = name.find('.');
+    auto pseg = pattern.substr(0, pdot), nseg = name.substr(0, ndot);
+    bool wildcard = pseg.size() > 2 && pseg.front() == '<' && pseg.back() == '>';
+    if (!wildcard && pseg != nseg) return false;
+    if (wildcard && nseg.empty()) return false;
+    if (pdot == std::string_view::npos || ndot == std::string_view::npos)
+      return pdot == std::string_view::npos && ndot == std::string_view::npos;
+    pattern.remove_prefix(pdot + 1);
+    name.remove_prefix(ndot + 1);
+  }
+}
+
+struct raw_entry {
+  const toml::node* node;
+  source_pos key_pos;
+  source_pos val_pos;
+  bool from_defaults;
+};
+
+}  // namespace
+
+tl::expected<std::unique_ptr<probe_instance>, probe_error> create_probe(
+    const probe_type_entry& entry, const std::string& target,
+    const std::vector<std::pair<std::string, option_value>>& options) {
+  std::vector<sonde_option> c(options.size());
+  std::vector<std::vector<const char*>> lists;
+  lists.reserve(options.size());
+  for (std::size_t i = 0; i < options.size(); ++i) {
+    auto& [key, v] = options[i];
+    sonde_value cv{};
+    std::visit(
+        [&](const auto& x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, bool>) {
+            cv.type = SONDE_VALUE_BOOL;
+            cv.boolean = x;
+          } else if constexpr (std::is_same_v<T, std::int64_t>) {
+            cv.type = SONDE_VALUE_INT;
+            cv.integer = x;
+          } else if constexpr (std::is_same_v<T, double>) {
+            cv.type = SONDE_VALUE_NUMBER;
+            cv.number = x;
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            cv.type = SONDE_VALUE_STRING;
+            cv.string = x.c_str();
+          } else if constexpr (std::is_same_v<T, duration>) {
+            cv.type = SONDE_VALUE_DURATION;
+            cv.integer = x.count();
+          } else {
+            auto& l = lists.emplace_back();
+            for (auto& s : x) l.push_back(s.c_str());
+            cv.type = SONDE_VALUE_STRING_LIST;
+            cv.list = l.data();
+            cv.list_len = l.size();
+          }
+        },
+        v);
+    c[i] = sonde_option{key.c_str(), cv};
+  }
+  void* handle = nullptr;
+  sonde_error err{};
+  if (entry.type->create(target.c_str(), c.data(), c.size(), &handle, &err) != 0 || !handle) {
+    err.key[sizeof err.key - 1] = '\0';
+    err.message[sizeof err.message - 1] = '\0';
+    return tl::unexpected(probe_error{static_cast<probe_errc>(err.code), err.key,
+                                      err.message[0] ? err.message : "probe creation failed"});
+  }
+  return std::make_unique<probe_instance>(entry.type, handle);
+}
+
+tl::expected<option_value, std::string> option_from_text(const probe_type_entry& entry,
+                                                         const std::string& key,
+                                                         const std::string& text) {
+  std::vector<std::string> keys;
+  for (std::size_t i = 0; i < entry.type->option_count; ++i) {
+    const auto& o = entry.type->options[i];
+    keys.push_back(o.key);
+    if (key == o.key) return parse_option_text(key, static_cast<option_type>(o.type), text);
+  }
+  return tl::unexpected("unknown option '" + key + "' for type '" + entry.type->name + "'" +
+                        did_you_mean(key, keys));
+}
+
+tl::expected<condition, std::string> parse_condition_for(const probe_type_entry& entry,
+                                                         const std::string& text) {
+  const sonde_probe_type* t = entry.type;
+  enum_resolver names = [t](std::string_view metric, std::string_view name) -> std::optional<double> {
+    for (std::size_t i = 0; i < t->enum_count; ++i) {
+      std::string_view n = t->enums[i].name;
+      if (metric != t->enums[i].metric || n.size() != name.size()) continue;
+      bool eq = std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) ==
+               std::tolower(static_cast<unsigned char>(b));
+      });
+      if (eq) return t->enums[i].value;
+    }
+    return std::nullopt;
+  };
+  auto c = parse_condition(text, names);
+  if (!c) return c;
+  if (c->metric == "latency") return c;
+  std::vector<std::string> metrics{"latency"};
+  for (std::size_t i = 0; i < t->metric_count; ++i) {
+    if (metric_matches(t->metrics[i].name, c->metric)) return c;
+    metrics.push_back(t->metrics[i].name);
+  }
+  return tl::unexpected("invalid condition \"" + text + "\": type '" + t->name +
+                        "' has no metric '" + c->metric + "'" + did_you_mean(c->metric, metrics));
+}
+
+tl::expected<task_file, std::vector<config_error>> read_engine_section(const std::string& path) {
+  std::vector<config_error> errors;
+  task_file out;
+  out.path = path;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    errors.push_back({{path, 0, 0}, "cannot open task file: " + std::string(std::strerror(errno))});
+    return tl::unexpected(errors);
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  auto doc = std::make_shared<toml::table>();
+  try {
+    *doc = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    errors.push_back({pos_of(path, e.source()), std::string(e.description())});
+    return tl::unexpected(errors);
+  }
+  static const std::vector<std::string> top_keys = {"engine", "defaults", "task"};
+  for (auto&& [k, v] : *doc) {
+    std::string key(k.str());
+    if (std::find(top_keys.begin(), top_keys.end(), key) == top_keys.end())
+      errors.push_back({pos_of(path, k.source()),
+                        "unknown top-level key '" + key + "'" + did_you_mean(key, top_keys) +
+                            "; expected [engine], [defaults] or [[task]]"});
+  }
+  if (auto* eng = (*doc)["engine"].node()) {
+    if (auto* t = eng->as_table()) {
+      static const std::vector<std::string> engine_keys = {"plugin_dirs", "max_in_flight"};
+      for (auto&& [k, v] : *t) {
+        std::string key(k.str());
+        auto vpos = pos_of(path, v.source());
+        if (key == "plugin_dirs") {
+          auto* arr = v.as_array();
+          bool ok = arr != nullptr;
+          if (arr)
+            for (auto& e : *arr) {
+              auto s = e.value_exact<std::string>();
+              if (!s) {
+                ok = false;
+                break;
+              }
+              fs::path p(*s);
+              if (p.is_relative()) p = fs::absolute(fs::path(path)).parent_path() / p;
+              out.engine.plugin_dirs.push_back(p.lexically_normal().string());
+            }
+          if (!ok)
+            errors.push_back({vpos, "'plugin_dirs' must be an array of directory names"});
+        } else if (key == "max_in_flight") {
+          auto i = v.value_exact<std::int64_t>();
+          if (!i || *i < 1 || *i > 1'000'000)
+            errors.push_back({vpos, "'max_in_flight' must be an integer from 1 to 1000000"});
+          else
+            out.engine.max_in_flight = *i;
+        } else {
+          errors.push_back({pos_of(path, k.source()), "unknown key '" + key + "' in [engine]" +
+                                                          did_you_mean(key, engine_keys)});
+        }
+      }
+    } else {
+      errors.push_back({pos_of(path, eng->source()), "'engine' must be a table: [engine]"});
+    }
+  }
+  if (!errors.empty()) return tl::unexpected(errors);
+  out.document = doc;
+  return out;
+}
+
+tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
+                                                              const plugin_host& plugins) {
+  std::vector<config_error> errors;
+  const std::string& path = file.path;
+  auto& doc = *static_cast<toml::table*>(file.document.get());
+  auto err = [&](source_pos p, std::string m) { errors.push_back({std::move(p), std::move(m)}); };
+
+  // Every option key any loaded type knows, for [defaults] validation and suggestions.
+  std::vector<std::string> all_option_keys;
+  auto known_types = plugins.names();
+  for (auto& n : known_types) {
+    auto* e = plugins.find(n);
+    for (std::size_t i = 0; i < e->type->option_count; ++i)
+      all_option_keys.push_back(e->type->options[i].key);
+  }
+
+  std::map<std::string, raw_entry> defaults;
+  if (auto* dn = doc["defaults"].node()) {
+    if (auto* dt = dn->as_table()) {
+      for (auto&& [k, v] : *dt) {
+        std::string key(k.str());
+        auto kpos = pos_of(path, k.source());
+        if (key == "name" || key == "target") {
+          err(kpos, "'" + key + "' cannot have a default (it is specific to each task)");
+          continue;
+        }
+        bool common = std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end();
+        bool option = std::find(all_option_keys.begin(), all_option_keys.end(), key) !=
+                      all_option_keys.end();
+        if (!common && !option) {
+          std::vector<std::string> cands = common_keys;
+          cands.insert(cands.end(), all_option_keys.begin(), all_option_keys.end());
+          err(kpos, "unknown key '" + key + "' in [defaults]" + did_you_mean(key, cands));
+          continue;
+        }
+        defaults[key] = raw_entry{&v, kpos, pos_of(path, v.source()), true};
+      }
+    } else {
+      err(pos_of(path, dn->source()), "'defaults' must be a table: [defaults]");
+    }
+  }
+
+  const toml::array* tasks = nullptr;
+  if (auto* tn = doc["task"].node()) {
+    tasks = tn->as_array();
+    if (!tasks || !tasks->is_array_of_tables()) {
+      err(pos_of(path, tn->source()), "tasks are written as an array of tables: [[task]]");
+      tasks = nullptr;
+    }
+  }
+  std::map<std::string, source_pos> names_seen;
+  if (tasks) {
+    file.tasks.reserve(tasks->size());
+    for (auto& tnode : *tasks) {
+      const toml::table& tt = *tnode.as_table();
+      task_spec spec;
+      spec.where = pos_of(path, tt.source());
+      std::size_t errors_before = errors.size();
+      std::map<std::string, raw_entry> entries = defaults;
+      for (auto&& [k, v] : tt)
+        entries[std::string(k.str())] =
+            raw_entry{&v, pos_of(path, k.source()), pos_of(path, v.source()), false};
+
+      auto str_of = [&](const char* key, std::string& out) -> bool {
+        auto it = entries.find(key);
+        if (it == entries.end()) return false;
+        auto s = it->second.node->value_exact<std::string>();
+        if (!s) {
+          err(it->second.val_pos, std::string("'") + key + "' must be a string, not " +
+                                      node_type_name(*it->second.node));
+          return false;
+        }
+        out = *s;
+        return true;
+      };
+
+      // type first: it decides which option keys exist
+      const probe_type_entry* entry = nullptr;
+      std::string type_text;
+      if (str_of("type", type_text)) {
+        entry = plugins.find(type_text);
+        if (!entry) {
+          std::string known;
+          for (auto& n : known_types) known += (known.empty() ? "" : ", ") + n;
+          err(entries["type"].val_pos, "unknown probe type '" + type_text + "'" +
+                                           did_you_mean(type_text, known_types) +
+                                           "; available: " + (known.empty() ? "none (no plugins found)" : known));
+        }
+      } else if (!entries.count("type")) {
+        err(spec.where, "task has no 'type' (e.g. type = \"tcp\")");
+      }
+      if (str_of("name", spec.name)) {
+        if (spec.name.empty() || spec.name.size() > 200)
+          err(entries["name"].val_pos, "'name' must be 1 to 200 characters");
+        else if (std::any_of(spec.name.begin(), spec.name.end(),
+                             [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
+          err(entries["name"].val_pos, "'name' must not contain control characters");
+        else if (auto it = names_seen.find(spec.name); it != names_seen.end())
+          err(entries["name"].val_pos, "duplicate task name '" + spec.name +
+                                           "' (first defined at " + it->second.file + ":" +
+                                           std::to_string(it->second.line) + ":" +
+                                           std::to_string(it->second.column) + ")");
+        else
+          names_seen[spec.name] = entries["name"].val_pos;
+      } else if (!entries.count("name")) {
+        err(spec.where, "task has no 'name'");
+      }
+      if (!str_of("target", spec.target) && !entries.count("target"))
+        err(spec.where, "task '" + spec.name + "' has no 'target'");
+
+      spec.interval = default_interval;
+      bool timeout_set = false;
+      for (const char* dk : {"interval", "timeout"}) {
+        auto it = entries.find(dk);
+        if (it == entries.end()) continue;
+        auto d = duration_from_node(*it->second.node);
+        if (!d) {
+          err(it->second.val_pos, std::string("'") + dk + "': " + d.error());
+          continue;
+        }
+        if (*d < std::chrono::milliseconds(1)) {
+          err(it->second.val_pos, std::string("'") + dk + "' must be at least 1ms");
+          continue;
+        }
+        if (dk == std::string("interval")) spec.interval = *d;
+        else spec.timeout = *d, timeout_set = true;
+      }
+      if (!timeout_set) spec.timeout = std::min(default_timeout, spec.interval);
+      if (timeout_set && spec.timeout > spec.interval)
+        err(entries["timeout"].val_pos, "'timeout' (" + format_duration(spec.timeout) +
+                                            ") must not exceed 'interval' (" +
+                                            format_duration(spec.interval) + ")");
+      if (auto it = entries.find("enabled"); it != entries.end()) {
+        if (auto b = it->second.node->value_exact<bool>()) spec.enabled = *b;
+        else err(it->second.val_pos, "'enabled' must be true or false");
+      }
+      if (auto it = entries.find("tags"); it != entries.end()) {
+        if (auto* t = it->second.node->as_table()) {
+          for (auto&& [k, v] : *t) {
+            if (auto s = v.value_exact<std::string>()) spec.tags[std::string(k.str())] = *s;
+            else err(pos_of(path, v.source()), "tag '" + std::string(k.str()) + "' must be a string");
+          }
+        } else {
+          err(it->second.val_pos, "'tags' must be a table of strings, e.g. tags = { team = \"web\" }");
+        }
+      }
+      for (const char* ck : {"warn", "crit"}) {
+        auto it = entries.find(ck);
+        if (it == entries.end()) continue;
+        std::vector<std::pair<std::string, source_pos>> texts;
+        const toml::node& n = *it->second.node;
+        if (auto s = n.value_exact<std::string>()) {
+          texts.emplace_back(*s, it->second.val_pos);
+        } else if (auto* arr = n.as_array()) {
+          for (auto& e : *arr) {
+            if (auto s2 = e.value_exact<std::string>()) texts.emplace_back(*s2, pos_of(path, e.source()));
+            else err(pos_of(path, e.source()), std::string("'") + ck + "' entries must be strings such as \"latency > 200ms\"");
+          }
+        } else {
+          err(it->second.val_pos, std::string("'") + ck + "' must be a condition string or a list of them");
+        }
+        if (!entry) continue;
+        for (auto& [text, p] : texts) {
+          auto c = parse_condition_for(*entry, text);
+          if (!c) err(p, c.error());
+          else (ck == std::string("warn") ? spec.warn : spec.crit).push_back(std::move(*c));
+        }
+      }
+      // probe options
+      if (entry) {
+        std::vector<std::string> cands = common_keys;
+        for (std::size_t i = 0; i < entry->type->option_count; ++i)
+          cands.push_back(entry->type->options[i].key);
+        for (auto& [key, re] : entries) {
+          if (std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end()) continue;
+          const sonde_option_desc* od = nullptr;
+          for (std::size_t i = 0; i < entry->type->option_count; ++i)
+            if (key == entry->type->options[i].key) od = &entry->type->options[i];
+          if (!od) {
+            if (re.from_defaults) continue;  // a default meant for other probe types
+            err(re.key_pos, "unknown key '" + key + "' for type '" + entry->type->name + "'" +
+                                did_you_mean(key, cands));
+            continue;
+          }
+          auto v = option_from_node(key, static_cast<option_type>(od->type), *re.node);
+          if (!v) err(re.val_pos, v.error());
+          else spec.options.emplace_back(key, std::move(*v));
+        }
+      }
+      if (entry && errors.size() == errors_before) {
+        auto p = create_probe(*entry, spec.target, spec.options);
+        if (!p) {
+          source_pos where = spec.where;
+          if (auto it = entries.find(p.error().key); it != entries.end()) where = it->second.val_pos;
+          err(where, p.error().message);
+        } else {
+          spec.probe = std::move(*p);
+        }
+      }
+      if (entry) {
+        spec.entry = entry;
+        spec.type = entry->type->name;
+      }
+      if (errors.size() == errors_before) file.tasks.push_back(std::move(spec));
+    }
+  }
+  if (!errors.empty()) return tl::unexpected(errors);
+  file.document.reset();
+  return file;
+}
+
+tl::expected<task_file, std::vector<config_error>> load_task_file(const std::string& path,
+                                                                  const plugin_host& plugins) {
+  auto f = read_engine_section(path);
+  if (!f) return f;
+  return load_tasks(std::move(*f), plugins);
+}
+
+}  // namespace sonde::engine
