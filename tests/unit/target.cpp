@@ -1,0 +1,65 @@
+#include <catch2/catch.hpp>
+
+#include <sonde/target.hpp>
+
+using namespace sonde;
+
+TEST_CASE("target: names, IPv4, IPv6 and ports", "[target]") {
+  auto t = parse_target("example.com:443", port_rule::required);
+  REQUIRE(t);
+  CHECK(t->host == "example.com");
+  CHECK(t->port == 443);
+  CHECK(t->kind == host_kind::name);
+
+  t = parse_target("127.0.0.1", port_rule::forbidden);
+  REQUIRE(t);
+  CHECK(t->kind == host_kind::ipv4);
+  CHECK(t->port == 0);
+
+  t = parse_target("[::1]:53", port_rule::optional, 53);
+  REQUIRE(t);
+  CHECK(t->host == "::1");
+  CHECK(t->kind == host_kind::ipv6);
+  CHECK(t->to_string() == "[::1]:53");
+
+  t = parse_target("::1", port_rule::forbidden);
+  REQUIRE(t);
+  CHECK(t->kind == host_kind::ipv6);
+
+  t = parse_target("fe80::1%lo", port_rule::forbidden);
+  REQUIRE(t);
+  CHECK(t->host == "fe80::1%lo");
+
+  t = parse_target("ntp.example", port_rule::optional, 123);
+  REQUIRE(t);
+  CHECK(t->port == 123);
+  CHECK(t->to_string() == "ntp.example:123");
+}
+
+TEST_CASE("target: malformed targets say what is wrong", "[target]") {
+  struct bad {
+    const char* text;
+    port_rule rule;
+    const char* why;
+  };
+  for (auto b : {bad{"", port_rule::optional, "empty"},
+                 bad{"127.0.0.1", port_rule::required, "a port is required"},
+                 bad{"127.0.0.1:80", port_rule::forbidden, "without a port"},
+                 bad{"host:0", port_rule::required, "port must be 1-65535"},
+                 bad{"host:65536", port_rule::required, "port must be 1-65535"},
+                 bad{"host:http", port_rule::required, "is not a number"},
+                 bad{"[::1", port_rule::required, "missing ']'"},
+                 bad{"[::1]x", port_rule::required, "expected ':port'"},
+                 bad{"[1.2.3.4]:80", port_rule::required, "is not an IPv6 address"},
+                 bad{"300.1.1.1", port_rule::forbidden, "not a valid IPv4 address"},
+                 bad{"bad host", port_rule::forbidden, "contains a space"},
+                 bad{"a..b", port_rule::forbidden, "empty label"},
+                 bad{"http://x", port_rule::forbidden, "contains a space or '/'"},
+                 bad{"host:", port_rule::required, "empty port"},
+                 bad{"1:2:3", port_rule::forbidden, "not an IPv6 address"}}) {
+    auto t = parse_target(b.text, b.rule);
+    INFO(b.text);
+    REQUIRE_FALSE(t);
+    CHECK_THAT(t.error(), Catch::Contains(b.why));
+  }
+}
