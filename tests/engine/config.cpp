@@ -123,7 +123,7 @@ timeout = "2s"
   CHECK_THAT(e[0], Catch::StartsWith(":3:8: error: unknown probe type 'tcpp' (did you mean 'tcp'?); available: "));
   CHECK(e[1] == ":10:12: error: 'interval': invalid duration \"10 sec\": unknown unit \" sec\" (use us, ms, s, m, h or d)");
   CHECK(e[2] == ":11:7: error: option 'tls' must be a boolean (true or false), not a string");
-  CHECK(e[3] == ":17:11: error: 'timeout' (2s) must not exceed 'interval' (1s)");
+  CHECK(e[3] == ":18:11: error: 'timeout' (2s) must not exceed 'interval' (1s)");
 }
 
 TEST_CASE("config: duplicate names, missing keys, bad targets and bad conditions", "[config]") {
@@ -146,7 +146,7 @@ type = "tcp"
 target = "127.0.0.1:80"
 warn = ["latncy > 1s", "latency >> 1"]
 )");
-  REQUIRE(e.size() == 6);
+  REQUIRE(e.size() == 5);
   CHECK(e[0].find(":7:8: error: duplicate task name 'a' (first defined at ") == 0);
   CHECK(e[1] == ":11:1: error: task has no 'name'");
   CHECK(e[2] == ":11:1: error: task '' has no 'target'");
