@@ -55,7 +55,7 @@ std::vector<plugin_dir> plugin_search_path(const std::vector<std::string>& cli_d
   if (auto exe = self_exe_dir(); !exe.empty()) {
     std::error_code ec;
     auto p = fs::weakly_canonical(fs::path(exe) / ".." / "lib" / "sonde" / "plugins", ec);
-    if (!ec) add(p.string(), "build tree");
+    if (!ec) add(p.string(), "beside the binary");
   }
   return out;
 }

@@ -81,7 +81,7 @@ TEST_CASE("plugins: search path order is flags, environment, task file, install,
   CHECK(dirs[2].path == "/env/two");
   CHECK(dirs[3].path == "/conf");
   CHECK(dirs[4].origin == "install");
-  CHECK(dirs.back().origin == "build tree");
+  CHECK(dirs.back().origin == "beside the binary");
 }
 
 TEST_CASE("plugins: two plugins do real I/O on one io_context", "[plugins][integration]") {

@@ -39,7 +39,8 @@ struct plugin_dir {
 };
 
 /// The search path in the documented order: `cli_dirs`, SONDE_PLUGIN_PATH, `config_dirs`, the
-/// install directory, the build tree next to the running binary. Duplicates are dropped.
+/// install directory, and ../lib/sonde/plugins beside the running binary (build tree or a
+/// relocated install). Duplicates are dropped.
 std::vector<plugin_dir> plugin_search_path(const std::vector<std::string>& cli_dirs,
                                            const std::vector<std::string>& config_dirs);
 
