@@ -48,8 +48,22 @@ std::string unit_of(const sonde_probe_type* t, const std::string& metric) {
   return "";
 }
 
+// Counts results by reason for the --once summary.
+struct reason_counter final : result_sink {
+  std::uint64_t n[10] = {};
+  void on_result(const result_record& r) override { ++n[static_cast<int>(r.why)]; }
+  std::string text() const {
+    std::string s;
+    for (int i = 1; i < 10; ++i)
+      if (n[i])
+        s += (s.empty() ? "; reasons: " : ", ") + std::string(to_string(static_cast<reason>(i))) +
+             " " + std::to_string(n[i]);
+    return s;
+  }
+};
+
 // ---- sonde run ------------------------------------------------------------------------------
-int cmd_run(const std::string& file, bool once, const std::string& format,
+int cmd_run(const std::string& file, bool once, bool quiet, const std::string& format,
             const std::vector<std::string>& plugin_dirs) {
   auto f = read_engine_section(file);
   if (!f) {
@@ -68,8 +82,12 @@ int cmd_run(const std::string& file, bool once, const std::string& format,
   std::setvbuf(stdout, nullptr, _IOFBF, 1 << 16);
   json_sink js(stdout, !once);
   text_sink ts(stdout, !once, tf->tasks);
-  if (format == "json") sched.add_sink(&js);
-  else sched.add_sink(&ts);
+  reason_counter reasons;
+  sched.add_sink(&reasons);
+  if (!quiet) {
+    if (format == "json") sched.add_sink(&js);
+    else sched.add_sink(&ts);
+  }
 
   duration max_timeout{0};
   for (auto& t : tf->tasks) max_timeout = std::max(max_timeout, t.timeout);
@@ -116,12 +134,13 @@ int cmd_run(const std::string& file, bool once, const std::string& format,
   char line[256];
   std::snprintf(line, sizeof line,
                 "summary: %llu results: %llu ok, %llu warning, %llu critical, %llu unknown; "
-                "probing took %.6fs\n",
+                "probing took %.6fs%s\n",
                 static_cast<unsigned long long>(st.completed),
                 static_cast<unsigned long long>(st.by_status[0]),
                 static_cast<unsigned long long>(st.by_status[1]),
                 static_cast<unsigned long long>(st.by_status[2]),
-                static_cast<unsigned long long>(st.by_status[3]), wall);
+                static_cast<unsigned long long>(st.by_status[3]), wall,
+                reasons.text().c_str());
   std::fputs(line, format == "json" ? stderr : stdout);
   status worst = status::ok;
   for (int s = 0; s < 4; ++s)
@@ -354,7 +373,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> plugin_dirs;
   std::string file, format = "text", type, target, timeout = "10s", describe;
   std::vector<std::string> sets, warns, crits;
-  bool once = false;
+  bool once = false, quiet = false;
   auto add_plugin_dir = [&](CLI::App* sub) {
     sub->add_option("--plugin-dir", plugin_dirs, "Directory to search for plugins first (repeatable)");
   };
@@ -363,6 +382,7 @@ int main(int argc, char** argv) {
   run->add_option("FILE", file, "Task file (TOML)")->required();
   run->add_flag("--once", once, "Run every task once, print a summary, exit with the worst status");
   run->add_option("--format", format, "Output format")->check(CLI::IsMember({"text", "json"}));
+  run->add_flag("--quiet", quiet, "With --once: print only the summary line");
   add_plugin_dir(run);
 
   auto* probe = app.add_subcommand("probe", "Run one probe and exit with its status (Nagios plugin)");
@@ -391,7 +411,7 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   try {
-    if (*run) return cmd_run(file, once, format, plugin_dirs);
+    if (*run) return cmd_run(file, once, quiet, format, plugin_dirs);
     if (*probe)
       return cmd_probe(type, target, sets, timeout, format, warns, crits, plugin_dirs);
     if (*check) return cmd_check(file, plugin_dirs);
