@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <unordered_map>
 #include <sstream>
 
 #include <toml++/toml.h>
@@ -149,12 +150,20 @@ bool metric_matches(std::string_view pattern, std::string_view name) {
   }
 }
 
+// A key of a task (or of [defaults]) as written; positions are computed only for errors.
 struct raw_entry {
+  std::string_view key;
+  const toml::key* key_node;
   const toml::node* node;
-  source_pos key_pos;
-  source_pos val_pos;
   bool from_defaults;
 };
+using entry_list = std::vector<raw_entry>;  // a handful of keys: linear search beats a map
+
+const raw_entry* find_entry(const entry_list& l, std::string_view key) {
+  for (const auto& e : l)
+    if (e.key == key) return &e;
+  return nullptr;
+}
 
 }  // namespace
 
@@ -332,14 +341,16 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       all_option_keys.push_back(e->type->options[i].key);
   }
 
-  std::map<std::string, raw_entry> defaults;
+  entry_list defaults;
+  auto kpos = [&](const raw_entry& e) { return pos_of(path, e.key_node->source()); };
+  auto vpos = [&](const raw_entry& e) { return pos_of(path, e.node->source()); };
   if (auto* dn = doc["defaults"].node()) {
     if (auto* dt = dn->as_table()) {
       for (auto&& [k, v] : *dt) {
         std::string key(k.str());
-        auto kpos = pos_of(path, k.source());
+        auto where = pos_of(path, k.source());
         if (key == "name" || key == "target") {
-          err(kpos, "'" + key + "' cannot have a default (it is specific to each task)");
+          err(where, "'" + key + "' cannot have a default (it is specific to each task)");
           continue;
         }
         bool common = std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end();
@@ -348,10 +359,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         if (!common && !option) {
           std::vector<std::string> cands = common_keys;
           cands.insert(cands.end(), all_option_keys.begin(), all_option_keys.end());
-          err(kpos, "unknown key '" + key + "' in [defaults]" + did_you_mean(key, cands));
+          err(where, "unknown key '" + key + "' in [defaults]" + did_you_mean(key, cands));
           continue;
         }
-        defaults[key] = raw_entry{&v, kpos, pos_of(path, v.source()), true};
+        defaults.push_back(raw_entry{k.str(), &k, &v, true});
       }
     } else {
       err(pos_of(path, dn->source()), "'defaults' must be a table: [defaults]");
@@ -366,7 +377,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       tasks = nullptr;
     }
   }
-  std::map<std::string, source_pos> names_seen;
+  std::unordered_map<std::string, const toml::node*> names_seen;
   if (tasks) {
     file.tasks.reserve(tasks->size());
     for (auto& tnode : *tasks) {
@@ -374,21 +385,25 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       task_spec spec;
       spec.where = pos_of(path, tt.source());
       std::size_t errors_before = errors.size();
-      std::map<std::string, raw_entry> entries = defaults;
-      for (auto&& [k, v] : tt)
-        entries[std::string(k.str())] =
-            raw_entry{&v, pos_of(path, k.source()), pos_of(path, v.source()), false};
+      entry_list entries = defaults;
+      for (auto&& [k, v] : tt) {
+        raw_entry e{k.str(), &k, &v, false};
+        auto it = std::find_if(entries.begin(), entries.end(),
+                               [&](const raw_entry& x) { return x.key == e.key; });
+        if (it != entries.end()) *it = e;
+        else entries.push_back(e);
+      }
 
+      auto entry_of = [&](std::string_view key) { return find_entry(entries, key); };
       auto str_of = [&](const char* key, std::string& out) -> bool {
-        auto it = entries.find(key);
-        if (it == entries.end()) return false;
-        auto s = it->second.node->value_exact<std::string>();
+        const raw_entry* e = entry_of(key);
+        if (!e) return false;
+        const auto* s = e->node->as_string();
         if (!s) {
-          err(it->second.val_pos, std::string("'") + key + "' must be a string, not " +
-                                      node_type_name(*it->second.node));
+          err(vpos(*e), std::string("'") + key + "' must be a string, not " + node_type_name(*e->node));
           return false;
         }
-        out = *s;
+        out = s->get();
         return true;
       };
 
@@ -400,44 +415,45 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         if (!entry) {
           std::string known;
           for (auto& n : known_types) known += (known.empty() ? "" : ", ") + n;
-          err(entries["type"].val_pos, "unknown probe type '" + type_text + "'" +
+          err(vpos(*entry_of("type")), "unknown probe type '" + type_text + "'" +
                                            did_you_mean(type_text, known_types) +
                                            "; available: " + (known.empty() ? "none (no plugins found)" : known));
         }
-      } else if (!entries.count("type")) {
+      } else if (!entry_of("type")) {
         err(spec.where, "task has no 'type' (e.g. type = \"tcp\")");
       }
       if (str_of("name", spec.name)) {
         if (spec.name.empty() || spec.name.size() > 200)
-          err(entries["name"].val_pos, "'name' must be 1 to 200 characters");
+          err(vpos(*entry_of("name")), "'name' must be 1 to 200 characters");
         else if (std::any_of(spec.name.begin(), spec.name.end(),
                              [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
-          err(entries["name"].val_pos, "'name' must not contain control characters");
-        else if (auto it = names_seen.find(spec.name); it != names_seen.end())
-          err(entries["name"].val_pos, "duplicate task name '" + spec.name +
-                                           "' (first defined at " + it->second.file + ":" +
-                                           std::to_string(it->second.line) + ":" +
-                                           std::to_string(it->second.column) + ")");
+          err(vpos(*entry_of("name")), "'name' must not contain control characters");
+        else if (auto it = names_seen.find(spec.name); it != names_seen.end()) {
+          auto first = pos_of(path, it->second->source());
+          err(vpos(*entry_of("name")), "duplicate task name '" + spec.name + "' (first defined at " +
+                                           first.file + ":" + std::to_string(first.line) + ":" +
+                                           std::to_string(first.column) + ")");
+        }
         else
-          names_seen[spec.name] = entries["name"].val_pos;
-      } else if (!entries.count("name")) {
+          names_seen.emplace(spec.name, entry_of("name")->node);
+      } else if (!entry_of("name")) {
         err(spec.where, "task has no 'name'");
       }
-      if (!str_of("target", spec.target) && !entries.count("target"))
+      if (!str_of("target", spec.target) && !entry_of("target"))
         err(spec.where, "task '" + spec.name + "' has no 'target'");
 
       spec.interval = default_interval;
       bool timeout_set = false;
       for (const char* dk : {"interval", "timeout"}) {
-        auto it = entries.find(dk);
-        if (it == entries.end()) continue;
-        auto d = duration_from_node(*it->second.node);
+        const raw_entry* e = entry_of(dk);
+        if (!e) continue;
+        auto d = duration_from_node(*e->node);
         if (!d) {
-          err(it->second.val_pos, std::string("'") + dk + "': " + d.error());
+          err(vpos(*e), std::string("'") + dk + "': " + d.error());
           continue;
         }
         if (*d < std::chrono::milliseconds(1)) {
-          err(it->second.val_pos, std::string("'") + dk + "' must be at least 1ms");
+          err(vpos(*e), std::string("'") + dk + "' must be at least 1ms");
           continue;
         }
         if (dk == std::string("interval")) spec.interval = *d;
@@ -445,37 +461,37 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       }
       if (!timeout_set) spec.timeout = std::min(default_timeout, spec.interval);
       if (timeout_set && spec.timeout > spec.interval)
-        err(entries["timeout"].val_pos, "'timeout' (" + format_duration(spec.timeout) +
+        err(vpos(*entry_of("timeout")), "'timeout' (" + format_duration(spec.timeout) +
                                             ") must not exceed 'interval' (" +
                                             format_duration(spec.interval) + ")");
-      if (auto it = entries.find("enabled"); it != entries.end()) {
-        if (auto b = it->second.node->value_exact<bool>()) spec.enabled = *b;
-        else err(it->second.val_pos, "'enabled' must be true or false");
+      if (const raw_entry* e = entry_of("enabled")) {
+        if (auto b = e->node->value_exact<bool>()) spec.enabled = *b;
+        else err(vpos(*e), "'enabled' must be true or false");
       }
-      if (auto it = entries.find("tags"); it != entries.end()) {
-        if (auto* t = it->second.node->as_table()) {
+      if (const raw_entry* e = entry_of("tags")) {
+        if (auto* t = e->node->as_table()) {
           for (auto&& [k, v] : *t) {
             if (auto s = v.value_exact<std::string>()) spec.tags[std::string(k.str())] = *s;
             else err(pos_of(path, v.source()), "tag '" + std::string(k.str()) + "' must be a string");
           }
         } else {
-          err(it->second.val_pos, "'tags' must be a table of strings, e.g. tags = { team = \"web\" }");
+          err(vpos(*e), "'tags' must be a table of strings, e.g. tags = { team = \"web\" }");
         }
       }
       for (const char* ck : {"warn", "crit"}) {
-        auto it = entries.find(ck);
-        if (it == entries.end()) continue;
+        const raw_entry* ce = entry_of(ck);
+        if (!ce) continue;
         std::vector<std::pair<std::string, source_pos>> texts;
-        const toml::node& n = *it->second.node;
+        const toml::node& n = *ce->node;
         if (auto s = n.value_exact<std::string>()) {
-          texts.emplace_back(*s, it->second.val_pos);
+          texts.emplace_back(*s, vpos(*ce));
         } else if (auto* arr = n.as_array()) {
           for (auto& e : *arr) {
             if (auto s2 = e.value_exact<std::string>()) texts.emplace_back(*s2, pos_of(path, e.source()));
             else err(pos_of(path, e.source()), std::string("'") + ck + "' entries must be strings such as \"latency > 200ms\"");
           }
         } else {
-          err(it->second.val_pos, std::string("'") + ck + "' must be a condition string or a list of them");
+          err(vpos(*ce), std::string("'") + ck + "' must be a condition string or a list of them");
         }
         if (!entry) continue;
         for (auto& [text, p] : texts) {
@@ -489,27 +505,28 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         std::vector<std::string> cands = common_keys;
         for (std::size_t i = 0; i < entry->type->option_count; ++i)
           cands.push_back(entry->type->options[i].key);
-        for (auto& [key, re] : entries) {
+        for (const auto& re : entries) {
+          std::string key(re.key);
           if (std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end()) continue;
           const sonde_option_desc* od = nullptr;
           for (std::size_t i = 0; i < entry->type->option_count; ++i)
             if (key == entry->type->options[i].key) od = &entry->type->options[i];
           if (!od) {
             if (re.from_defaults) continue;  // a default meant for other probe types
-            err(re.key_pos, "unknown key '" + key + "' for type '" + entry->type->name + "'" +
-                                did_you_mean(key, cands));
+            err(kpos(re), "unknown key '" + key + "' for type '" + entry->type->name + "'" +
+                              did_you_mean(key, cands));
             continue;
           }
           auto v = option_from_node(key, static_cast<option_type>(od->type), *re.node);
-          if (!v) err(re.val_pos, v.error());
-          else spec.options.emplace_back(key, std::move(*v));
+          if (!v) err(vpos(re), v.error());
+          else spec.options.emplace_back(std::move(key), std::move(*v));
         }
       }
       if (entry && errors.size() == errors_before) {
         auto p = create_probe(*entry, spec.target, spec.options);
         if (!p) {
           source_pos where = spec.where;
-          if (auto it = entries.find(p.error().key); it != entries.end()) where = it->second.val_pos;
+          if (const raw_entry* e = entry_of(p.error().key)) where = vpos(*e);
           err(where, p.error().message);
         } else {
           spec.probe = std::move(*p);
