@@ -71,6 +71,15 @@ class ares_service final : public asio::execution_context::service {
     asio::steady_timer* waiter = nullptr;  // wakes the awaiting coroutine
   };
 
+  /// Replace the DNS servers from resolv.conf ("127.0.0.1:5353,[::1]:53").
+  tl::expected<void, std::string> set_servers(const std::string& csv) {
+    if (!channel_) return tl::unexpected(std::string("resolver unavailable: ") + ares_strerror(init_status_));
+    int rc = ares_set_servers_ports_csv(channel_, csv.c_str());
+    if (rc != ARES_SUCCESS)
+      return tl::unexpected("invalid DNS server list \"" + csv + "\": " + ares_strerror(rc));
+    return {};
+  }
+
   /// Start a lookup; `st` is completed (done=true, waiter cancelled) later or synchronously.
   void start(const std::string& host, address_family fam, std::shared_ptr<lookup> st) {
     if (!channel_) {
@@ -200,6 +209,13 @@ inline std::optional<asio::ip::address> parse_ip_literal(const std::string& host
 }
 
 }  // namespace detail
+
+/// Use `servers` ("127.0.0.1:5353,[::1]:53") instead of resolv.conf's name servers for lookups
+/// made on `io`. /etc/hosts is still consulted first. Not thread-safe.
+inline tl::expected<void, std::string> set_resolver_servers(asio::io_context& io,
+                                                            const std::string& servers) {
+  return asio::use_service<detail::ares_service>(io).set_servers(servers);
+}
 
 /// Resolve `host` to addresses of family `fam`, finishing by `dl`. IP literals return at once.
 /// On failure the error is a sentence naming the host ("no address for \"x.test\": Domain name
