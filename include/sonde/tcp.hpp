@@ -4,7 +4,9 @@
 ///
 /// Connects to `host:port` (names resolved asynchronously, addresses tried in order), optionally
 /// performs a TLS handshake (certificate facts are read even when verification fails or is
-/// off), optionally sends `send` and waits until the reply contains `expect`.
+/// off), optionally sends `send` and waits until the reply contains `expect`. Closes with RST
+/// (close = "reset", the default: no TIME_WAIT on the monitor) or with close_notify and FIN
+/// (close = "graceful").
 ///
 /// Metrics: `latency` (s, whole run), `connect_time` (s), `tls.handshake_time` (s, with tls),
 /// `tls.cert_expiry` (s until the peer certificate's notAfter; negative once expired),
@@ -49,26 +51,32 @@ class tcp_probe {
 
   /// Options, with their defaults.
   struct options {
-    std::string send;            ///< sent after connecting (escapes \r \n \t \0 \\ \xHH)
-    std::string expect;          ///< the reply must contain this (same escapes)
-    bool tls = false;            ///< TLS handshake after connecting
-    bool tls_verify = true;      ///< verify the certificate chain and name
-    std::string server_name;     ///< SNI and verification name; default: the target host
-    std::string ca_file;         ///< PEM bundle to trust instead of the system store
-    std::string family = "auto"; ///< auto, ipv4, ipv6
-    std::string close = "reset"; ///< reset (RST, no TIME_WAIT on the monitor) or graceful (FIN)
+    std::string send;                ///< sent after connecting (escapes \r \n \t \0 \\ \xHH)
+    std::string expect;              ///< the reply must contain this (same escapes)
+    bool tls = false;                ///< TLS handshake after connecting
+    bool tls_verify = true;          ///< verify the certificate chain and name
+    std::string server_name;         ///< SNI and verification name; default: the target host
+    std::string ca_file;             ///< PEM bundle to trust instead of the system store
+    std::string family = "auto";     ///< auto, ipv4, ipv6
+    std::string close = "reset";     ///< reset (RST, no TIME_WAIT on the monitor) or graceful (FIN)
     std::int64_t max_reply = 65536;  ///< most bytes read while looking for `expect`
   };
 
   static constexpr option_spec option_table[] = {
-      {"send", option_type::string, "", "Bytes to send after connecting (escapes: \\r \\n \\t \\0 \\\\ \\xHH)"},
-      {"expect", option_type::string, "", "Substring the reply must contain (same escapes); reason 'mismatch' otherwise"},
+      {"send", option_type::string, "",
+       "Bytes to send after connecting (escapes: \\r \\n \\t \\0 \\\\ \\xHH)"},
+      {"expect", option_type::string, "",
+       "Substring the reply must contain (same escapes); reason 'mismatch' otherwise"},
       {"tls", option_type::boolean, "false", "Perform a TLS handshake after connecting"},
-      {"tls_verify", option_type::boolean, "true", "Verify the certificate chain and host name (reason 'tls' on failure)"},
-      {"server_name", option_type::string, "", "TLS SNI and name to verify; default: the target host"},
-      {"ca_file", option_type::string, "", "PEM file of CA certificates to trust instead of the system store"},
+      {"tls_verify", option_type::boolean, "true",
+       "Verify the certificate chain and host name (reason 'tls' on failure)"},
+      {"server_name", option_type::string, "",
+       "TLS SNI and name to verify; default: the target host"},
+      {"ca_file", option_type::string, "",
+       "PEM file of CA certificates to trust instead of the system store"},
       {"family", option_type::string, "auto", "Address family for names: auto, ipv4 or ipv6"},
-      {"close", option_type::string, "reset", "How to close: reset (RST; leaves no TIME_WAIT on the monitor) or graceful (FIN)"},
+      {"close", option_type::string, "reset",
+       "How to close: reset (RST; leaves no TIME_WAIT on the monitor) or graceful (FIN)"},
       {"max_reply", option_type::integer, "65536", "Most bytes to read while looking for 'expect'"},
   };
   static constexpr metric_spec metric_table[] = {
@@ -99,8 +107,8 @@ class tcp_probe {
     if (!expect) return tl::unexpected(option_error("expect", "bad escape sequence in 'expect'"));
     auto fam = detail::parse_family_text(o.family);
     if (!fam)
-      return tl::unexpected(option_error("family", "family must be auto, ipv4 or ipv6, not \"" +
-                                                       o.family + "\""));
+      return tl::unexpected(
+          option_error("family", "family must be auto, ipv4 or ipv6, not \"" + o.family + "\""));
     if (o.close != "reset" && o.close != "graceful")
       return tl::unexpected(option_error("close", "close must be \"reset\" or \"graceful\""));
     if (o.max_reply < 1 || o.max_reply > (64 << 20))
@@ -110,8 +118,9 @@ class tcp_probe {
                                          "'server_name' and 'ca_file' need tls = true"));
     p.send_ = std::move(*send);
     p.expect_ = std::move(*expect);
-    p.family_ = *fam == 4 ? address_family::ipv4 : *fam == 6 ? address_family::ipv6
-                                                             : address_family::any;
+    p.family_ = *fam == 4   ? address_family::ipv4
+                : *fam == 6 ? address_family::ipv6
+                            : address_family::any;
     if (o.tls) {
       auto ctx = detail::make_client_tls_context(o.ca_file);
       if (!ctx) return tl::unexpected(ctx.error());
@@ -129,7 +138,7 @@ class tcp_probe {
     obs.start = detail::wall_now();
     const auto t0 = clock::now();
     auto finish = [&](observation& o) -> probe_result {
-      o.latency = clock::now() - t0;
+      if (!o.latency) o.latency = clock::now() - t0;
       return std::move(o);
     };
     auto ex = co_await asio::this_coro::executor;
@@ -141,6 +150,19 @@ class tcp_probe {
     }
 
     asio::ip::tcp::socket sock(ex);
+    // ASIO's socket destructor clears SO_LINGER before closing (so that it never blocks), which
+    // would turn close = "reset" into a FIN and leave TIME_WAIT behind: close explicitly on
+    // every path instead. A graceful close sends its FIN first, so that unread bytes from the
+    // peer (which make close() answer with RST) cannot hide it.
+    struct closer {
+      asio::ip::tcp::socket& s;
+      bool graceful;
+      ~closer() {
+        asio::error_code ignored;
+        if (graceful && s.is_open()) s.shutdown(asio::socket_base::shutdown_send, ignored);
+        s.close(ignored);
+      }
+    } close_on_exit{sock, opts_.close == "graceful"};
     detail::watchdog dog(ex, dl, [&sock] {
       asio::error_code ignored;
       sock.cancel(ignored);
@@ -153,7 +175,8 @@ class tcp_probe {
       asio::ip::tcp::endpoint ep(a, t.port);
       if (sock.is_open()) sock.close(ec);
       c0 = clock::now();
-      std::tie(ec) = co_await sock.async_connect(ep, asio::experimental::as_tuple(asio::use_awaitable));
+      std::tie(ec) =
+          co_await sock.async_connect(ep, asio::experimental::as_tuple(asio::use_awaitable));
       c1 = clock::now();
       if (!ec) {
         connected_to = ep;
@@ -163,8 +186,8 @@ class tcp_probe {
     }
     if (ec) {
       auto why = detail::classify(ec, dog.fired());
-      obs.fail(why, why == reason::timeout ? "connect timed out"
-                                           : "connect failed: " + ec.message());
+      obs.fail(why,
+               why == reason::timeout ? "connect timed out" : "connect failed: " + ec.message());
       co_return finish(obs);
     }
     obs.set("connect_time", seconds(c1 - c0));
@@ -178,23 +201,31 @@ class tcp_probe {
       detail::tls_verify_state vs;
       detail::prepare_tls(stream, name, opts_.tls_verify, vs);
       auto h0 = clock::now();
-      auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client,
-                                                   asio::experimental::as_tuple(asio::use_awaitable));
+      auto [hec] = co_await stream.async_handshake(
+          asio::ssl::stream_base::client, asio::experimental::as_tuple(asio::use_awaitable));
       auto h1 = clock::now();
       if (auto expiry = detail::peer_cert_expiry(stream.native_handle()))
         obs.set("tls.cert_expiry", *expiry);
       if (hec) {
         auto why = dog.fired() ? reason::timeout : reason::tls;
-        obs.fail(why, why == reason::timeout ? "TLS handshake timed out"
-                                             : "TLS handshake failed: " + detail::tls_error_text(hec, vs));
+        obs.fail(why, why == reason::timeout
+                          ? "TLS handshake timed out"
+                          : "TLS handshake failed: " + detail::tls_error_text(hec, vs));
         co_return finish(obs);
       }
       obs.set("tls.handshake_time", seconds(h1 - h0));
-      if (opts_.tls_verify && !vs.errors.empty()) {
+      if (opts_.tls_verify && !vs.errors.empty())
         obs.fail(reason::tls, "certificate verification failed: " + vs.summary());
-        co_return finish(obs);
+      else
+        co_await exchange(stream, obs, dog);
+      if (opts_.close == "graceful" && !dog.fired()) {
+        // Send close_notify, but do not wait for the peer's (a peer may never send it): with
+        // the peer's marked as received, SSL_shutdown completes once ours is written.
+        obs.latency = clock::now() - t0;
+        SSL* ssl = stream.native_handle();
+        SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_RECEIVED_SHUTDOWN);
+        (void)co_await stream.async_shutdown(asio::experimental::as_tuple(asio::use_awaitable));
       }
-      co_await exchange(stream, obs, dog);
     }
     dog.disarm();
     if (obs.why == reason::none && obs.message.empty()) {
@@ -212,7 +243,8 @@ class tcp_probe {
   asio::awaitable<void> exchange(Stream& s, observation& obs, detail::watchdog& dog) const {
     using asio::experimental::as_tuple;
     if (!send_.empty()) {
-      auto [ec, n] = co_await asio::async_write(s, asio::buffer(send_), as_tuple(asio::use_awaitable));
+      auto [ec, n] =
+          co_await asio::async_write(s, asio::buffer(send_), as_tuple(asio::use_awaitable));
       if (ec) {
         auto why = detail::classify(ec, dog.fired());
         obs.fail(why, why == reason::timeout ? "send timed out" : "send failed: " + ec.message());
@@ -238,8 +270,8 @@ class tcp_probe {
                                         "\"; got \"" + detail::excerpt(reply) + "\"");
         else if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
           obs.fail(reason::mismatch, "expected \"" + detail::excerpt(expect_) +
-                                         "\", connection closed after \"" +
-                                         detail::excerpt(reply) + "\"");
+                                         "\", connection closed after \"" + detail::excerpt(reply) +
+                                         "\"");
         else
           obs.fail(detail::classify(ec, false), "read failed: " + ec.message());
         co_return;

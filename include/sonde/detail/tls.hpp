@@ -36,8 +36,9 @@ inline tl::expected<std::shared_ptr<asio::ssl::context>, probe_error> make_clien
   } else {
     ctx->load_verify_file(ca_file, ec);
     if (ec)
-      return tl::unexpected(probe_error{probe_errc::invalid_option, "ca_file",
-                                        "cannot load CA file \"" + ca_file + "\": " + ec.message()});
+      return tl::unexpected(
+          probe_error{probe_errc::invalid_option, "ca_file",
+                      "cannot load CA file \"" + ca_file + "\": " + ec.message()});
   }
   ctx->set_verify_mode(asio::ssl::verify_peer);
   return ctx;
@@ -50,12 +51,16 @@ struct tls_verify_state {
     int code;
   };
   std::vector<failure> errors;
-  /// "certificate has expired (depth 0); unable to get local issuer certificate (depth 0)"
+  std::string name;  ///< the name or address verified against (set by prepare_tls)
+  /// "certificate has expired (depth 0); hostname mismatch: the certificate is not valid for
+  /// \"x.example\" (depth 0)"
   std::string summary() const {
     std::string s;
     for (const auto& e : errors) {
       if (!s.empty()) s += "; ";
       s += X509_verify_cert_error_string(e.code);
+      if (e.code == X509_V_ERR_HOSTNAME_MISMATCH || e.code == X509_V_ERR_IP_ADDRESS_MISMATCH)
+        s += ": the certificate is not valid for \"" + name + "\"";
       s += " (depth " + std::to_string(e.depth) + ")";
     }
     return s;
@@ -68,6 +73,7 @@ template <class Stream>
 void prepare_tls(asio::ssl::stream<Stream>& stream, const std::string& name, bool verify,
                  tls_verify_state& vs) {
   SSL* ssl = stream.native_handle();
+  vs.name = name;
   asio::error_code ec;
   (void)asio::ip::make_address(name, ec);
   if (ec) {
@@ -101,15 +107,37 @@ inline std::optional<double> peer_cert_expiry(SSL* ssl) {
   return static_cast<double>(days) * 86400.0 + secs;
 }
 
-/// A readable reason for a failed handshake: OpenSSL's reason string plus verify errors.
+/// Whether an OpenSSL error says the peer's bytes are not TLS records at all.
+inline bool not_tls_reason(int reason) {
+  switch (reason) {
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_UNKNOWN_PROTOCOL:
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+#endif
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// A readable reason for a failed handshake: OpenSSL's reason string plus verify errors, and a
+/// hint when the peer does not seem to speak TLS (it closed, reset, or sent something else).
 inline std::string tls_error_text(const asio::error_code& ec, const tls_verify_state& vs) {
   std::string s = ec.message();
   if (ec.category() == asio::error::get_ssl_category()) {
-    const char* r = ERR_reason_error_string(static_cast<unsigned long>(ec.value()));
-    if (r) s = r;
-  }
-  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
+    const auto code = static_cast<unsigned long>(ec.value());
+    if (const char* r = ERR_reason_error_string(code)) s = r;
+    if (ERR_GET_LIB(code) == ERR_LIB_SSL && not_tls_reason(ERR_GET_REASON(code)))
+      s += " (not a TLS server?)";
+  } else if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
     s = "connection closed by peer during handshake (not a TLS server?)";
+  } else if (ec == asio::error::connection_reset) {
+    s = "connection reset by peer during handshake (not a TLS server?)";
+  }
   if (!vs.errors.empty()) s += " (" + vs.summary() + ")";
   return s;
 }

@@ -1,0 +1,405 @@
+#pragma once
+/// @file udp.hpp
+/// udp_probe: send one datagram to `host:port` and judge the answer (or its absence).
+///
+/// The probe uses a *connected* UDP socket, so an ICMP port unreachable coming back from the
+/// target surfaces as `connection_refused` on the next receive; an unconnected socket would only
+/// time out. Outcomes:
+///   - ICMP port unreachable            -> reason::refused, "port unreachable (ICMP)"
+///   - a reply datagram                 -> healthy, unless `expect` is set and the reply does not
+///                                         contain it: reason::mismatch with an excerpt
+///   - no reply by the deadline         -> healthy "no reply: open or filtered" without a
+///                                         latency; with `expect` set: reason::timeout
+/// Only the first reply datagram is judged. Names resolve through sonde::resolve; when a name
+/// has several addresses, the next one is tried after a refused or unreachable answer.
+///
+/// Metrics: `latency` and `rtt` (s, send to first reply), `reply_bytes` (bytes, size of the
+/// first reply datagram). A refused run carries the time until the ICMP error as its latency.
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <asio/error.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/address.hpp>
+#include <asio/ip/udp.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "detail/net.hpp"
+#include "probe.hpp"
+#include "resolve.hpp"
+
+namespace sonde {
+namespace detail {
+
+/// A connected datagram socket that stays a plain descriptor until the run has to wait. A
+/// probe whose answer is already queued when it looks (an ICMP error on loopback) then costs
+/// no reactor registration (epoll_ctl); the rest register on first wait. Not thread-safe.
+class lazy_udp_socket {
+ public:
+  explicit lazy_udp_socket(const asio::any_io_executor& ex) : sock_(ex) {}
+  ~lazy_udp_socket() { close(); }
+  lazy_udp_socket(const lazy_udp_socket&) = delete;
+  lazy_udp_socket& operator=(const lazy_udp_socket&) = delete;
+
+  /// Close any previous socket, open a non-blocking close-on-exec one for `ep`'s family and
+  /// connect it to `ep` (no traffic). Returns the failing call's error.
+  asio::error_code open_connected(const asio::ip::udp::endpoint& ep) {
+    close();
+    protocol_ = ep.protocol();
+    fd_ = ::socket(protocol_.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return last_error();
+    if (::connect(fd_, ep.data(), static_cast<socklen_t>(ep.size())) != 0) return last_error();
+    return {};
+  }
+  /// errno as an asio::error_code.
+  static asio::error_code last_error() {
+    return asio::error_code(errno, asio::error::get_system_category());
+  }
+  /// The descriptor, wherever it currently lives; -1 when closed.
+  int fd() noexcept { return sock_.is_open() ? sock_.native_handle() : fd_; }
+  /// Hand the descriptor to the reactor (idempotent).
+  asio::error_code register_with_reactor() {
+    asio::error_code ec;
+    if (!sock_.is_open() && fd_ >= 0) {
+      sock_.assign(protocol_, fd_, ec);
+      if (!ec) fd_ = -1;
+    }
+    return ec;
+  }
+  /// The reactor-side socket, for async_wait; valid after register_with_reactor().
+  asio::ip::udp::socket& reactor() noexcept { return sock_; }
+  /// Cancel pending waits.
+  void cancel() noexcept {
+    asio::error_code ignored;
+    sock_.cancel(ignored);
+  }
+  void close() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    asio::error_code ignored;
+    sock_.close(ignored);
+  }
+
+ private:
+  asio::ip::udp::socket sock_;
+  asio::ip::udp protocol_ = asio::ip::udp::v4();
+  int fd_ = -1;
+};
+
+}  // namespace detail
+
+/// UDP request/reply checker.
+///
+/// @par Thread Safety
+/// A udp_probe holds no mutable state: one object may be run any number of times concurrently,
+/// on one io_context or several.
+class udp_probe {
+ public:
+  static constexpr std::string_view kind = "udp";
+  static constexpr std::string_view summary =
+      "UDP datagram check: ICMP port unreachable is refused, a reply may be matched";
+  static constexpr std::string_view target_form = "host:port";
+  static constexpr port_rule target_ports = port_rule::required;
+  static constexpr std::uint16_t default_port = 0;
+
+  /// Largest UDP payload; also the largest `max_reply`.
+  static constexpr std::int64_t max_datagram = 65535;
+
+  /// Options, with their defaults. Neither `send` nor `send_hex`: an empty datagram is sent.
+  struct options {
+    std::string send;                       ///< payload as text (escapes \r \n \t \0 \\ \xHH)
+    std::string send_hex;                   ///< payload as hex bytes ("0a ff 01"); not with send
+    std::string expect;                     ///< the reply must contain this (same escapes)
+    std::string family = "auto";            ///< auto, ipv4, ipv6
+    std::int64_t max_reply = max_datagram;  ///< most reply bytes kept for matching `expect`
+  };
+
+  static constexpr option_spec option_table[] = {
+      {"send", option_type::string, "",
+       "Payload as text (escapes: \\r \\n \\t \\0 \\\\ \\xHH); default: an empty datagram"},
+      {"send_hex", option_type::string, "",
+       "Payload as hex bytes (\"0a ff 01\"; spaces and colons ignored); not together with 'send'"},
+      {"expect", option_type::string, "",
+       "Substring the reply must contain (same escapes); reason 'mismatch' otherwise, 'timeout' "
+       "when nothing answers"},
+      {"family", option_type::string, "auto", "Address family for names: auto, ipv4 or ipv6"},
+      {"max_reply", option_type::integer, "65535",
+       "Most bytes of the reply datagram searched for 'expect' (1-65535)"},
+  };
+  static constexpr metric_spec metric_table[] = {
+      {"latency", "s", "Send to first reply (or to the ICMP error); absent without a reply"},
+      {"rtt", "s", "Send to first reply datagram"},
+      {"reply_bytes", "bytes", "Size of the first reply datagram"},
+  };
+
+  /// Read options from an option_set (types already checked). Giving both `send` and
+  /// `send_hex` is an error naming both.
+  static tl::expected<options, probe_error> options_from(const option_set& set) {
+    options o;
+    for (auto r :
+         {set.get("send", o.send), set.get("send_hex", o.send_hex), set.get("expect", o.expect),
+          set.get("family", o.family), set.get("max_reply", o.max_reply)})
+      if (!r) return tl::unexpected(r.error());
+    if (set.find("send") && set.find("send_hex")) return tl::unexpected(both_payloads_error());
+    return o;
+  }
+
+  /// Validate options and build the probe. Errors name the bad key.
+  static tl::expected<udp_probe, probe_error> make(options o) {
+    udp_probe p;
+    if (!o.send.empty() && !o.send_hex.empty()) return tl::unexpected(both_payloads_error());
+    if (!o.send_hex.empty()) {
+      auto bytes = detail::decode_hex(o.send_hex);
+      if (!bytes)
+        return tl::unexpected(option_error(
+            "send_hex",
+            "'send_hex' must be pairs of hex digits (\"0a ff 01\"), not \"" + o.send_hex + "\""));
+      p.payload_ = std::move(*bytes);
+    } else {
+      auto text = detail::decode_escapes(o.send);
+      if (!text) return tl::unexpected(option_error("send", "bad escape sequence in 'send'"));
+      p.payload_ = std::move(*text);
+    }
+    auto expect = detail::decode_escapes(o.expect);
+    if (!expect) return tl::unexpected(option_error("expect", "bad escape sequence in 'expect'"));
+    p.expect_ = std::move(*expect);
+    auto fam = detail::parse_family_text(o.family);
+    if (!fam)
+      return tl::unexpected(
+          option_error("family", "family must be auto, ipv4 or ipv6, not \"" + o.family + "\""));
+    p.family_ = *fam == 4   ? address_family::ipv4
+                : *fam == 6 ? address_family::ipv6
+                            : address_family::any;
+    if (o.max_reply < 1 || o.max_reply > max_datagram)
+      return tl::unexpected(option_error("max_reply", "max_reply must be 1 to 65535"));
+    p.opts_ = std::move(o);
+    return p;
+  }
+
+  /// The options the probe was made from.
+  const options& opts() const noexcept { return opts_; }
+
+  /// Run once against `t`, finishing by `dl`. Never throws for network conditions; a socket
+  /// that cannot be opened is a probe_error (resource or unsupported).
+  asio::awaitable<probe_result> run(target t, deadline dl) const {
+    observation obs;
+    obs.start = detail::wall_now();
+
+    // IP literals of the wanted family skip the resolver (and its allocations) entirely.
+    asio::ip::address literal;
+    std::vector<asio::ip::address> resolved;
+    std::span<const asio::ip::address> addrs;
+    if (t.kind != host_kind::name) {
+      if (auto a = detail::parse_ip_literal(t.host); a && family_allows(*a)) {
+        literal = *a;
+        addrs = std::span<const asio::ip::address>(&literal, 1);
+      }
+    }
+    if (addrs.empty()) {
+      auto r = co_await resolve(t.host, family_, dl);
+      if (!r) {
+        obs.fail(reason::resolve, std::move(r.error()));
+        co_return std::move(obs);
+      }
+      resolved = std::move(*r);
+      addrs = resolved;
+    }
+
+    auto ex = co_await asio::this_coro::executor;
+    detail::lazy_udp_socket sock(ex);
+    // Created only when the run has to wait: a refused loopback probe never arms a timer.
+    std::optional<detail::watchdog> dog;
+    asio::error_code ec;
+    for (std::size_t i = 0; i < addrs.size(); ++i) {
+      const bool last = i + 1 == addrs.size();
+      asio::ip::udp::endpoint ep(addrs[i], t.port);
+      ec = sock.open_connected(ep);  // no traffic: binds the peer so ICMP errors reach us
+      if (ec) {
+        if (!last) continue;
+        if (ec == asio::error::address_family_not_supported || ec == asio::error::no_descriptors ||
+            ec.value() == ENFILE || ec == asio::error::no_buffer_space ||
+            ec == asio::error::no_memory)
+          co_return tl::unexpected(open_error(ec));
+        obs.fail(detail::classify(ec, false),
+                 "cannot send to " + describe(ep) + ": " + ec.message());
+        co_return std::move(obs);
+      }
+
+      // Send: non-blocking first; wait for buffer space only if the kernel has none.
+      clock::time_point t_send = clock::now();
+      while (!send_now(sock.fd(), ec) && ec == asio::error::would_block) {
+        if (!arm(dog, sock, dl, ec)) break;
+        (void)co_await sock.reactor().async_wait(asio::socket_base::wait_write,
+                                                 asio::experimental::as_tuple(asio::use_awaitable));
+        if (dog->fired()) break;
+        t_send = clock::now();
+      }
+      if (ec) {
+        if (ec == asio::error::would_block || (dog && dog->fired())) {
+          obs.fail(reason::timeout, "send timed out");
+          co_return std::move(obs);
+        }
+        if (!last && retry_next(ec)) continue;
+        obs.fail(detail::classify(ec, false), "send failed: " + ec.message());
+        co_return std::move(obs);
+      }
+
+      // Wait for the first reply. On loopback an ICMP error is usually queued before send()
+      // returns, so peek once before waiting: that path needs no timer, no reactor
+      // registration and no suspension.
+      std::size_t size = 0;
+      clock::time_point t_reply;
+      bool got = false;
+      while (true) {
+        got = peek_now(sock.fd(), size, ec);
+        t_reply = clock::now();
+        if (got || ec != asio::error::would_block) break;
+        if (!arm(dog, sock, dl, ec)) break;
+        (void)co_await sock.reactor().async_wait(asio::socket_base::wait_read,
+                                                 asio::experimental::as_tuple(asio::use_awaitable));
+        if (dog->fired()) break;
+      }
+      if (got) co_return judge_reply(std::move(obs), sock.fd(), size, t_reply - t_send);
+      if (ec == asio::error::would_block) {  // the deadline passed without an answer
+        if (expect_.empty()) {
+          obs.message = "no reply: open or filtered";
+        } else {
+          obs.fail(reason::timeout,
+                   "no reply by the deadline (expected \"" + detail::excerpt(expect_) + "\")");
+        }
+        co_return std::move(obs);
+      }
+      if (!last && retry_next(ec)) continue;
+      obs.latency = t_reply - t_send;
+      if (ec == asio::error::connection_refused)
+        obs.fail(reason::refused, "port unreachable (ICMP)");
+      else
+        obs.fail(detail::classify(ec, false), "receive failed: " + ec.message());
+      co_return std::move(obs);
+    }
+    // Not reached: the last address always returns. Kept for the compiler's sake.
+    obs.fail(reason::error, "no address to probe");
+    co_return std::move(obs);
+  }
+
+ private:
+  udp_probe() = default;
+
+  static probe_error both_payloads_error() {
+    return option_error("send_hex",
+                        "'send' and 'send_hex' are mutually exclusive: give one of them");
+  }
+
+  static probe_error open_error(const asio::error_code& ec) {
+    auto code = ec == asio::error::address_family_not_supported ? probe_errc::unsupported
+                                                                : probe_errc::resource;
+    return probe_error{code, "", "cannot open a UDP socket: " + ec.message()};
+  }
+
+  static std::string describe(const asio::ip::udp::endpoint& ep) {
+    return ep.address().to_string() + " port " + std::to_string(ep.port());
+  }
+
+  /// Whether another address is worth trying after `ec`.
+  static bool retry_next(const asio::error_code& ec) {
+    auto r = detail::classify(ec, false);
+    return r == reason::refused || r == reason::unreachable;
+  }
+
+  bool family_allows(const asio::ip::address& a) const noexcept {
+    return family_ == address_family::any || (family_ == address_family::ipv4 && a.is_v4()) ||
+           (family_ == address_family::ipv6 && a.is_v6());
+  }
+
+  /// Make sure the socket is registered with the reactor and the watchdog runs. False when the
+  /// deadline has passed (`ec` untouched) or registration failed (`ec` set to why).
+  static bool arm(std::optional<detail::watchdog>& dog, detail::lazy_udp_socket& sock, deadline dl,
+                  asio::error_code& ec) {
+    if (dog) return !dog->fired();
+    if (detail::remaining(dl) == clock::duration::zero()) return false;
+    if (auto rec = sock.register_with_reactor()) {
+      ec = rec;
+      return false;
+    }
+    dog.emplace(sock.reactor().get_executor(), dl, [&sock] { sock.cancel(); });
+    return true;
+  }
+
+  /// One non-blocking send of the payload.
+  bool send_now(int fd, asio::error_code& ec) const {
+    ssize_t n;
+    do {
+      n = ::send(fd, payload_.data(), payload_.size(), MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      ec = detail::lazy_udp_socket::last_error();
+      if (ec == asio::error::try_again) ec = asio::error::would_block;
+      return false;
+    }
+    ec.clear();
+    return true;
+  }
+
+  /// Non-blocking peek at the next datagram: true with its full size, or false with the
+  /// pending socket error (an ICMP error) or would_block. Reads no bytes and needs no buffer.
+  static bool peek_now(int fd, std::size_t& size, asio::error_code& ec) {
+    ssize_t n;
+    do {
+      n = ::recv(fd, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      ec = detail::lazy_udp_socket::last_error();
+      if (ec == asio::error::try_again) ec = asio::error::would_block;
+      return false;
+    }
+    ec.clear();
+    size = static_cast<std::size_t>(n);
+    return true;
+  }
+
+  /// Build the observation for a reply of `size` bytes waiting on `sock`.
+  probe_result judge_reply(observation obs, int fd, std::size_t size, clock::duration rtt) const {
+    obs.latency = rtt;
+    obs.set("rtt", seconds(rtt));
+    obs.set("reply_bytes", static_cast<double>(size));
+    if (expect_.empty()) {
+      obs.message = "reply of " + std::to_string(size) + " bytes";
+      return obs;
+    }
+    // Only now is a buffer needed, and only as large as the part of the reply kept.
+    const std::size_t keep = std::min(size, static_cast<std::size_t>(opts_.max_reply));
+    auto buf = std::make_unique_for_overwrite<char[]>(keep ? keep : 1);
+    ssize_t n;
+    do {
+      n = ::recv(fd, buf.get(), keep, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+      return obs.fail(reason::error,
+                      "receive failed: " + detail::lazy_udp_socket::last_error().message());
+    std::string_view reply(buf.get(), std::min(static_cast<std::size_t>(n), keep));
+    if (reply.find(expect_) != std::string_view::npos) {
+      obs.message = "reply contains \"" + detail::excerpt(expect_) + "\"";
+    } else {
+      obs.fail(reason::mismatch, "expected \"" + detail::excerpt(expect_) + "\"; got \"" +
+                                     detail::excerpt(reply) + "\"");
+    }
+    return obs;
+  }
+
+  options opts_;
+  std::string payload_, expect_;
+  address_family family_ = address_family::any;
+};
+
+}  // namespace sonde
