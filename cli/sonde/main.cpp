@@ -212,7 +212,7 @@ int cmd_probe(const std::string& type, const std::string& target,
       (list == &warns ? spec.warn : spec.crit).push_back(std::move(*c));
     }
   }
-  auto p = create_probe(*entry, target, spec.options);
+  auto p = create_probe(*entry, target, spec.options, spec.timeout);
   if (!p) {
     const auto& e = p.error();
     std::fprintf(stderr, "sonde: %s%s%s\n", e.key.empty() || e.key == "target" ? "" : "option '",

@@ -169,8 +169,8 @@ const raw_entry* find_entry(const entry_list& l, std::string_view key) {
 
 tl::expected<std::unique_ptr<probe_instance>, probe_error> create_probe(
     const probe_type_entry& entry, const std::string& target,
-    const std::vector<std::pair<std::string, option_value>>& options) {
-  std::vector<sonde_option> c(options.size());
+    const std::vector<std::pair<std::string, option_value>>& options, duration timeout) {
+  std::vector<sonde_option> c(options.size() + 1);
   std::vector<std::vector<const char*>> lists;
   lists.reserve(options.size());
   for (std::size_t i = 0; i < options.size(); ++i) {
@@ -205,9 +205,18 @@ tl::expected<std::unique_ptr<probe_instance>, probe_error> create_probe(
         v);
     c[i] = sonde_option{key.c_str(), cv};
   }
+  // The run timeout travels as the reserved option "timeout" (after the table's options), so a
+  // checker can refuse a schedule that cannot finish in time when the task file is loaded.
+  std::size_t n = options.size();
+  if (timeout > duration::zero()) {
+    sonde_value tv{};
+    tv.type = SONDE_VALUE_DURATION;
+    tv.integer = timeout.count();
+    c[n++] = sonde_option{"timeout", tv};
+  }
   void* handle = nullptr;
   sonde_error err{};
-  if (entry.type->create(target.c_str(), c.data(), c.size(), &handle, &err) != 0 || !handle) {
+  if (entry.type->create(target.c_str(), c.data(), n, &handle, &err) != 0 || !handle) {
     err.key[sizeof err.key - 1] = '\0';
     err.message[sizeof err.message - 1] = '\0';
     return tl::unexpected(probe_error{static_cast<probe_errc>(err.code), err.key,
@@ -523,7 +532,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         }
       }
       if (entry && errors.size() == errors_before) {
-        auto p = create_probe(*entry, spec.target, spec.options);
+        auto p = create_probe(*entry, spec.target, spec.options, spec.timeout);
         if (!p) {
           source_pos where = spec.where;
           if (const raw_entry* e = entry_of(p.error().key)) where = vpos(*e);

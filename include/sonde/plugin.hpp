@@ -177,6 +177,8 @@ typedef struct sonde_probe_type {
   const sonde_enum_desc* enums;
   size_t enum_count;
   /// Validate target and options and build a probe instance. 0 on success, else fills `error`.
+  /// After the table's options the engine may pass the reserved option "timeout" (duration):
+  /// the run timeout, so a checker can refuse a schedule that cannot finish in time.
   int (*create)(const char* target, const sonde_option* options, size_t option_count,
                 void** instance, sonde_error* error);
   /// Start one run on `io_context` (an asio::io_context*), to finish by `deadline_ns`

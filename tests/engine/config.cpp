@@ -197,3 +197,18 @@ TEST_CASE("config: closest() suggests within a small edit distance only", "[conf
   CHECK(closest("expct_status", {"expect_status", "timeout"}) == "expect_status");
   CHECK(closest("zzzzzz", {"expect_status", "timeout"}).empty());
 }
+
+TEST_CASE("config: a checker refuses a schedule that cannot finish within the timeout",
+          "[config][icmp]") {
+  auto e = errors_of(R"([[task]]
+name = "p"
+type = "ping"
+target = "127.0.0.1"
+timeout = "1s"
+count = 5
+packet_interval = "300ms"
+)");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == ":7:19: error: option 'packet_interval': 5 requests every 300ms take 1.2s to send, "
+                "not less than the timeout (1s); lower count or packet_interval, or raise the timeout");
+}

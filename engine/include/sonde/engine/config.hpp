@@ -50,11 +50,13 @@ class probe_instance {
   void* handle_;
 };
 
-/// Create a probe instance of `entry` for `target` with typed `options`. On failure returns the
-/// plugin's error (its key names the offending option, "target" for the target).
+/// Create a probe instance of `entry` for `target` with typed `options`; a positive `timeout` is
+/// passed as the reserved option "timeout". On failure returns the plugin's error (its key
+/// names the offending option, "target" for the target).
 tl::expected<std::unique_ptr<probe_instance>, probe_error> create_probe(
     const probe_type_entry& entry, const std::string& target,
-    const std::vector<std::pair<std::string, option_value>>& options);
+    const std::vector<std::pair<std::string, option_value>>& options,
+    duration timeout = duration::zero());
 
 /// A validated task.
 struct task_spec {
