@@ -97,7 +97,7 @@ expect_rc "run --once exits with the worst status" 2 "$S" run --once "$work/good
 contains "text line for the ok task" "Z  OK        open       tcp   127\.0\.0\.1:$open +[0-9.]+(us|ms)  connected"
 contains "text line for the refused task" "Z  CRITICAL  closed     tcp   127\.0\.0\.1:$closed +[0-9.]+(us|ms)  refused: connect failed"
 contains "text line for the warning" "Z  WARNING   slow-warn  tcp"
-contains "summary line" "^summary: 3 results: 1 ok, 1 warning, 1 critical, 0 unknown; probing took [0-9.]+s$"
+contains "summary line" "^summary: 3 results: 1 ok, 1 warning, 1 critical, 0 unknown; probing took [0-9.]+s; reasons: refused 1, condition 1$"
 out=$("$S" run --once --format json "$work/good.toml" 2>"$work/err")
 rc=$?
 [[ $rc -eq 2 ]] && ok "json run exit 2" || bad "json run exit $rc"
