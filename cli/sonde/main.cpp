@@ -36,6 +36,24 @@ void load_plugins(plugin_host& host, const std::vector<std::string>& cli_dirs,
   for (const auto& p : host.problems()) std::fprintf(stderr, "sonde: warning: %s\n", p.message.c_str());
 }
 
+// Both loading phases ([engine] first, since it may add plugin directories), errors printed.
+std::optional<task_file> load_or_report(const std::string& file,
+                                        const std::vector<std::string>& plugin_dirs,
+                                        plugin_host& host) {
+  auto f = read_engine_section(file);
+  if (!f) {
+    print_errors(f.error(), file);
+    return std::nullopt;
+  }
+  load_plugins(host, plugin_dirs, f->engine.plugin_dirs);
+  auto tf = load_tasks(std::move(*f), host);
+  if (!tf) {
+    print_errors(tf.error(), file);
+    return std::nullopt;
+  }
+  return std::move(*tf);
+}
+
 std::string unit_of(const sonde_probe_type* t, const std::string& metric) {
   if (metric == "latency") return "s";
   for (std::size_t i = 0; i < t->metric_count; ++i)
@@ -65,18 +83,9 @@ struct reason_counter final : result_sink {
 // ---- sonde run ------------------------------------------------------------------------------
 int cmd_run(const std::string& file, bool once, bool quiet, const std::string& format,
             const std::vector<std::string>& plugin_dirs) {
-  auto f = read_engine_section(file);
-  if (!f) {
-    print_errors(f.error(), file);
-    return exit_usage;
-  }
   plugin_host host;
-  load_plugins(host, plugin_dirs, f->engine.plugin_dirs);
-  auto tf = load_tasks(std::move(*f), host);
-  if (!tf) {
-    print_errors(tf.error(), file);
-    return exit_usage;
-  }
+  auto tf = load_or_report(file, plugin_dirs, host);
+  if (!tf) return exit_usage;
   asio::io_context io(1);
   scheduler sched(io, tf->tasks, scheduler_options{tf->engine.max_in_flight, once});
   std::setvbuf(stdout, nullptr, _IOFBF, 1 << 16);
@@ -269,18 +278,9 @@ int cmd_probe(const std::string& type, const std::string& target,
 
 // ---- sonde check ----------------------------------------------------------------------------
 int cmd_check(const std::string& file, const std::vector<std::string>& plugin_dirs) {
-  auto f = read_engine_section(file);
-  if (!f) {
-    print_errors(f.error(), file);
-    return exit_usage;
-  }
   plugin_host host;
-  load_plugins(host, plugin_dirs, f->engine.plugin_dirs);
-  auto tf = load_tasks(std::move(*f), host);
-  if (!tf) {
-    print_errors(tf.error(), file);
-    return exit_usage;
-  }
+  auto tf = load_or_report(file, plugin_dirs, host);
+  if (!tf) return exit_usage;
   std::map<std::string, int> per_type;
   std::size_t enabled = 0;
   for (auto& t : tf->tasks) {

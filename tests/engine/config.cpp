@@ -4,20 +4,13 @@
 #include <sonde/engine/config.hpp>
 
 #include "support/files.hpp"
+#include "support/plugins.hpp"
 
 using namespace sonde;
 using namespace sonde::engine;
+using sonde::test::plugins;
 
 namespace {
-const plugin_host& plugins() {
-  static plugin_host* h = [] {
-    auto* p = new plugin_host;
-    p->load_dirs({{SONDE_TEST_PLUGIN_DIR, "test"},
-                  {std::string(SONDE_TEST_FIXTURE_DIR) + "/plugins-test", "test"}});
-    return p;
-  }();
-  return *h;
-}
 
 std::vector<std::string> errors_of(const std::string& toml, std::string* path_out = nullptr) {
   static test::temp_dir dir;

@@ -8,21 +8,14 @@
 #include <sonde/engine/scheduler.hpp>
 
 #include "support/files.hpp"
+#include "support/plugins.hpp"
 
 using namespace sonde;
 using namespace sonde::engine;
+using sonde::test::plugins;
 using namespace std::chrono_literals;
 
 namespace {
-const plugin_host& plugins() {
-  static plugin_host* h = [] {
-    auto* p = new plugin_host;
-    p->load_dirs({{SONDE_TEST_PLUGIN_DIR, "test"},
-                  {std::string(SONDE_TEST_FIXTURE_DIR) + "/plugins-test", "test"}});
-    return p;
-  }();
-  return *h;
-}
 
 task_file load(const std::string& toml) {
   test::temp_dir dir;
