@@ -36,6 +36,19 @@ void load_plugins(plugin_host& host, const std::vector<std::string>& cli_dirs,
   for (const auto& p : host.problems()) std::fprintf(stderr, "sonde: warning: %s\n", p.message.c_str());
 }
 
+// Leave the process without tearing down tens of thousands of tasks, the parsed task file and
+// the plugins: the kernel reclaims it all. Sanitizer builds tear down normally so that ASan and
+// LeakSanitizer still check shutdown.
+[[noreturn]] void fast_exit(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+#if defined(__SANITIZE_ADDRESS__)
+  std::exit(code);
+#else
+  std::_Exit(code);
+#endif
+}
+
 // Both loading phases ([engine] first, since it may add plugin directories), errors printed.
 std::optional<task_file> load_or_report(const std::string& file,
                                         const std::vector<std::string>& plugin_dirs,
@@ -86,6 +99,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
   plugin_host host;
   auto tf = load_or_report(file, plugin_dirs, host);
   if (!tf) return exit_usage;
+  if (!once) tf->document.reset();  // a long run should not keep the parsed file around
   asio::io_context io(1);
   scheduler sched(io, tf->tasks, scheduler_options{tf->engine.max_in_flight, once});
   std::setvbuf(stdout, nullptr, _IOFBF, 1 << 16);
@@ -155,7 +169,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
   for (int s = 0; s < 4; ++s)
     if (st.by_status[s] && severity(static_cast<status>(s)) > severity(worst))
       worst = static_cast<status>(s);
-  return static_cast<int>(worst);
+  fast_exit(static_cast<int>(worst));  // skips tearing down the tasks and the parsed file
 }
 
 // ---- sonde probe ----------------------------------------------------------------------------
@@ -291,7 +305,7 @@ int cmd_check(const std::string& file, const std::vector<std::string>& plugin_di
   for (auto& [t, n] : per_type) types += (types.empty() ? "" : ", ") + t + " " + std::to_string(n);
   std::printf("%s: ok, %zu task%s (%zu enabled)%s%s\n", file.c_str(), tf->tasks.size(),
               tf->tasks.size() == 1 ? "" : "s", enabled, types.empty() ? "" : ": ", types.c_str());
-  return 0;
+  fast_exit(0);
 }
 
 // ---- sonde plugins --------------------------------------------------------------------------
@@ -359,19 +373,6 @@ int cmd_plugins(const std::string& describe, const std::vector<std::string>& plu
   return 0;
 }
 
-// Leave the process without tearing down tens of thousands of tasks, the parsed task file and
-// the plugins: the kernel reclaims it all. Sanitizer builds tear down normally so that ASan and
-// LeakSanitizer still check shutdown.
-[[noreturn]] void fast_exit(int code) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-#if defined(__SANITIZE_ADDRESS__)
-  std::exit(code);
-#else
-  std::_Exit(code);
-#endif
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -424,10 +425,10 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   try {
-    if (*run) fast_exit(cmd_run(file, once, quiet, format, plugin_dirs));
+    if (*run) return cmd_run(file, once, quiet, format, plugin_dirs);
     if (*probe)
       return cmd_probe(type, target, sets, timeout, format, warns, crits, plugin_dirs);
-    if (*check) fast_exit(cmd_check(file, plugin_dirs));
+    if (*check) return cmd_check(file, plugin_dirs);
     if (*plugins) return cmd_plugins(describe, plugin_dirs);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sonde: error: %s\n", e.what());

@@ -1,5 +1,6 @@
 // Task-file loading and validation. See config.hpp and docs/config.md.
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -170,9 +171,15 @@ const raw_entry* find_entry(const entry_list& l, std::string_view key) {
 tl::expected<std::unique_ptr<probe_instance>, probe_error> create_probe(
     const probe_type_entry& entry, const std::string& target,
     const std::vector<std::pair<std::string, option_value>>& options, duration timeout) {
-  std::vector<sonde_option> c(options.size() + 1);
+  // Inline buffers: this runs once per task, tens of thousands of times for large files.
+  std::array<sonde_option, 24> c_inline;
+  std::vector<sonde_option> c_heap;
+  sonde_option* c = c_inline.data();
+  if (options.size() + 1 > c_inline.size()) {
+    c_heap.resize(options.size() + 1);
+    c = c_heap.data();
+  }
   std::vector<std::vector<const char*>> lists;
-  lists.reserve(options.size());
   for (std::size_t i = 0; i < options.size(); ++i) {
     auto& [key, v] = options[i];
     sonde_value cv{};
@@ -195,6 +202,7 @@ tl::expected<std::unique_ptr<probe_instance>, probe_error> create_probe(
             cv.type = SONDE_VALUE_DURATION;
             cv.integer = x.count();
           } else {
+            if (lists.capacity() == 0) lists.reserve(options.size());
             auto& l = lists.emplace_back();
             for (auto& s : x) l.push_back(s.c_str());
             cv.type = SONDE_VALUE_STRING_LIST;
@@ -216,7 +224,7 @@ tl::expected<std::unique_ptr<probe_instance>, probe_error> create_probe(
   }
   void* handle = nullptr;
   sonde_error err{};
-  if (entry.type->create(target.c_str(), c.data(), n, &handle, &err) != 0 || !handle) {
+  if (entry.type->create(target.c_str(), c, n, &handle, &err) != 0 || !handle) {
     err.key[sizeof err.key - 1] = '\0';
     err.message[sizeof err.message - 1] = '\0';
     return tl::unexpected(probe_error{static_cast<probe_errc>(err.code), err.key,
@@ -378,6 +386,18 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
     }
   }
 
+  // [defaults] durations are parsed once, not once per task.
+  std::vector<std::pair<const toml::node*, tl::expected<duration, std::string>>> default_durations;
+  for (const auto& d : defaults)
+    if (d.key == "interval" || d.key == "timeout")
+      default_durations.emplace_back(d.node, duration_from_node(*d.node));
+  auto duration_of = [&](const raw_entry& e) {
+    if (e.from_defaults)
+      for (auto& [node, value] : default_durations)
+        if (node == e.node) return value;
+    return duration_from_node(*e.node);
+  };
+
   const toml::array* tasks = nullptr;
   if (auto* tn = doc["task"].node()) {
     tasks = tn->as_array();
@@ -387,14 +407,16 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
     }
   }
   std::unordered_map<std::string, const toml::node*> names_seen;
+  entry_list entries;
   if (tasks) {
     file.tasks.reserve(tasks->size());
+    names_seen.reserve(tasks->size());
     for (auto& tnode : *tasks) {
       const toml::table& tt = *tnode.as_table();
       task_spec spec;
       spec.where = pos_of(path, tt.source());
       std::size_t errors_before = errors.size();
-      entry_list entries = defaults;
+      entries.assign(defaults.begin(), defaults.end());  // reuses the capacity
       for (auto&& [k, v] : tt) {
         raw_entry e{k.str(), &k, &v, false};
         auto it = std::find_if(entries.begin(), entries.end(),
@@ -456,7 +478,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       for (const char* dk : {"interval", "timeout"}) {
         const raw_entry* e = entry_of(dk);
         if (!e) continue;
-        auto d = duration_from_node(*e->node);
+        auto d = duration_of(*e);
         if (!d) {
           err(vpos(*e), std::string("'") + dk + "': " + d.error());
           continue;
@@ -549,8 +571,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
     }
   }
   if (!errors.empty()) return tl::unexpected(errors);
-  file.document.reset();
-  return file;
+  return file;  // the caller drops `document` when it likes (freeing it is not free)
 }
 
 tl::expected<task_file, std::vector<config_error>> load_task_file(const std::string& path,

@@ -85,7 +85,7 @@ struct task_file {
   std::string path;
   engine_settings engine;
   std::vector<task_spec> tasks;
-  std::shared_ptr<void> document;  ///< the parsed TOML between the two loading phases
+  std::shared_ptr<void> document;  ///< the parsed TOML; drop it once loaded to save memory
 };
 
 /// Phase 1: parse the file and read [engine] (plugin directories are needed before tasks can be
