@@ -20,7 +20,8 @@ static void bm_parse_target_ipv4_port(benchmark::State& st) {
 BENCHMARK(bm_parse_target_ipv4_port);
 
 static void bm_parse_target_ipv6_bracketed(benchmark::State& st) {
-  for (auto _ : st) benchmark::DoNotOptimize(parse_target("[2001:db8::1]:53", port_rule::optional, 53));
+  for (auto _ : st)
+    benchmark::DoNotOptimize(parse_target("[2001:db8::1]:53", port_rule::optional, 53));
 }
 BENCHMARK(bm_parse_target_ipv6_bracketed);
 

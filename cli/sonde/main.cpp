@@ -33,7 +33,8 @@ void print_errors(const std::vector<config_error>& errors, const std::string& fi
 void load_plugins(plugin_host& host, const std::vector<std::string>& cli_dirs,
                   const std::vector<std::string>& config_dirs) {
   host.load_dirs(plugin_search_path(cli_dirs, config_dirs));
-  for (const auto& p : host.problems()) std::fprintf(stderr, "sonde: warning: %s\n", p.message.c_str());
+  for (const auto& p : host.problems())
+    std::fprintf(stderr, "sonde: warning: %s\n", p.message.c_str());
 }
 
 // Leave the process without tearing down tens of thousands of tasks, the parsed task file and
@@ -108,8 +109,10 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
   reason_counter reasons;
   sched.add_sink(&reasons);
   if (!quiet) {
-    if (format == "json") sched.add_sink(&js);
-    else sched.add_sink(&ts);
+    if (format == "json")
+      sched.add_sink(&js);
+    else
+      sched.add_sink(&ts);
   }
 
   duration max_timeout{0};
@@ -162,8 +165,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
                 static_cast<unsigned long long>(st.by_status[0]),
                 static_cast<unsigned long long>(st.by_status[1]),
                 static_cast<unsigned long long>(st.by_status[2]),
-                static_cast<unsigned long long>(st.by_status[3]), wall,
-                reasons.text().c_str());
+                static_cast<unsigned long long>(st.by_status[3]), wall, reasons.text().c_str());
   std::fputs(line, format == "json" ? stderr : stdout);
   status worst = status::ok;
   for (int s = 0; s < 4; ++s)
@@ -219,8 +221,10 @@ int cmd_probe(const std::string& type, const std::string& target,
       if (k != key) continue;
       auto* ol = std::get_if<std::vector<std::string>>(&old);
       auto* nl = std::get_if<std::vector<std::string>>(&*v);
-      if (ol && nl) ol->insert(ol->end(), nl->begin(), nl->end());  // repeated --set appends
-      else old = std::move(*v);
+      if (ol && nl)
+        ol->insert(ol->end(), nl->begin(), nl->end());  // repeated --set appends
+      else
+        old = std::move(*v);
       merged = true;
     }
     if (!merged) spec.options.emplace_back(key, std::move(*v));
@@ -284,8 +288,9 @@ int cmd_probe(const std::string& type, const std::string& target,
       if (m.name != "latency") add_perf(m.name, m.value);
     for (auto& c : msg)
       if (c == '|' || c == '\n') c = c == '|' ? '/' : ' ';  // keep Nagios output parseable
-    std::printf("%s %s - %s: %s%s%s\n", upper.c_str(), std::string(status_label(rec->state)).c_str(),
-                target.c_str(), msg.c_str(), perf.empty() ? "" : " | ", perf.c_str());
+    std::printf("%s %s - %s: %s%s%s\n", upper.c_str(),
+                std::string(status_label(rec->state)).c_str(), target.c_str(), msg.c_str(),
+                perf.empty() ? "" : " | ", perf.c_str());
   }
   return static_cast<int>(rec->state);
 }
@@ -349,7 +354,8 @@ int cmd_plugins(const std::string& describe, const std::vector<std::string>& plu
     return 0;
   }
   std::printf("search path:\n");
-  for (const auto& d : host.searched()) std::printf("  %-40s (%s)\n", d.path.c_str(), d.origin.c_str());
+  for (const auto& d : host.searched())
+    std::printf("  %-40s (%s)\n", d.path.c_str(), d.origin.c_str());
   std::printf("\nplugins:\n");
   if (host.plugins().empty()) std::printf("  (none found)\n");
   for (const auto& p : host.plugins()) {
@@ -357,7 +363,8 @@ int cmd_plugins(const std::string& describe, const std::vector<std::string>& plu
     for (std::size_t i = 0; i < p.descriptor->type_count; ++i) {
       const auto& t = p.descriptor->types[i];
       types += (types.empty() ? "" : ", ") + std::string(t.name);
-      for (std::size_t a = 0; a < t.alias_count; ++a) types += std::string(" (alias ") + t.aliases[a] + ")";
+      for (std::size_t a = 0; a < t.alias_count; ++a)
+        types += std::string(" (alias ") + t.aliases[a] + ")";
     }
     std::printf("  %-10s %-8s %-12s %s\n", p.descriptor->name, p.descriptor->version, types.c_str(),
                 p.path.c_str());
@@ -377,10 +384,10 @@ int cmd_plugins(const std::string& describe, const std::vector<std::string>& plu
 
 int main(int argc, char** argv) {
   CLI::App app{"sonde " SONDE_VERSION_STRING ": network and host monitoring engine"};
-  app.set_version_flag("--version", std::string("sonde ") + SONDE_VERSION_STRING +
-                                        "\nplugin ABI " + std::to_string(SONDE_PLUGIN_ABI_MAJOR) +
-                                        "." + std::to_string(SONDE_PLUGIN_ABI_MINOR) +
-                                        "\nfingerprint " + engine_fingerprint());
+  app.set_version_flag("--version", std::string("sonde ") + SONDE_VERSION_STRING + "\nplugin ABI " +
+                                        std::to_string(SONDE_PLUGIN_ABI_MAJOR) + "." +
+                                        std::to_string(SONDE_PLUGIN_ABI_MINOR) + "\nfingerprint " +
+                                        engine_fingerprint());
   app.require_subcommand(1);
   app.footer("Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown or usage/config error.");
 
@@ -389,7 +396,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets, warns, crits;
   bool once = false, quiet = false;
   auto add_plugin_dir = [&](CLI::App* sub) {
-    sub->add_option("--plugin-dir", plugin_dirs, "Directory to search for plugins first (repeatable)");
+    sub->add_option("--plugin-dir", plugin_dirs,
+                    "Directory to search for plugins first (repeatable)");
   };
 
   auto* run = app.add_subcommand("run", "Run a task file until stopped (or once with --once)");
@@ -399,10 +407,12 @@ int main(int argc, char** argv) {
   run->add_flag("--quiet", quiet, "With --once: print only the summary line");
   add_plugin_dir(run);
 
-  auto* probe = app.add_subcommand("probe", "Run one probe and exit with its status (Nagios plugin)");
+  auto* probe =
+      app.add_subcommand("probe", "Run one probe and exit with its status (Nagios plugin)");
   probe->add_option("TYPE", type, "Probe type, e.g. tcp, udp, icmp")->required();
   probe->add_option("TARGET", target, "Target, e.g. 127.0.0.1:80")->required();
-  probe->add_option("--set", sets, "Probe option key=value (repeatable; lists are comma-separated)");
+  probe->add_option("--set", sets,
+                    "Probe option key=value (repeatable; lists are comma-separated)");
   probe->add_option("--timeout", timeout, "Deadline for the probe (default 10s)");
   probe->add_option("--warn", warns, "Warning condition, e.g. \"latency > 200ms\" (repeatable)");
   probe->add_option("--crit", crits, "Critical condition (repeatable)");
@@ -413,7 +423,8 @@ int main(int argc, char** argv) {
   check->add_option("FILE", file, "Task file (TOML)")->required();
   add_plugin_dir(check);
 
-  auto* plugins = app.add_subcommand("plugins", "List discovered plugins, or describe a probe type");
+  auto* plugins =
+      app.add_subcommand("plugins", "List discovered plugins, or describe a probe type");
   plugins->add_option("--describe", describe, "Show the options and metrics of TYPE");
   add_plugin_dir(plugins);
 
@@ -426,8 +437,7 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   try {
     if (*run) return cmd_run(file, once, quiet, format, plugin_dirs);
-    if (*probe)
-      return cmd_probe(type, target, sets, timeout, format, warns, crits, plugin_dirs);
+    if (*probe) return cmd_probe(type, target, sets, timeout, format, warns, crits, plugin_dirs);
     if (*check) return cmd_check(file, plugin_dirs);
     if (*plugins) return cmd_plugins(describe, plugin_dirs);
   } catch (const std::exception& e) {

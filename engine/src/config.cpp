@@ -2,13 +2,13 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <filesystem>
-#include <fstream>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <set>
-#include <unordered_map>
 #include <sstream>
+#include <unordered_map>
 
 #include <toml++/toml.h>
 
@@ -68,16 +68,24 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
 
 std::string node_type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
     case toml::node_type::date:
     case toml::node_type::time:
-    case toml::node_type::date_time: return "a date/time";
-    default: return "a value";
+    case toml::node_type::date_time:
+      return "a date/time";
+    default:
+      return "a value";
   }
 }
 
@@ -89,7 +97,8 @@ tl::expected<duration, std::string> duration_from_node(const toml::node& n) {
     return duration(std::chrono::seconds(*i));
   }
   if (auto d = n.value_exact<double>()) {
-    if (!(*d >= 0) || *d > 10.0 * 365 * 86400) return tl::unexpected(std::string("duration out of range"));
+    if (!(*d >= 0) || *d > 10.0 * 365 * 86400)
+      return tl::unexpected(std::string("duration out of range"));
     return duration(static_cast<std::int64_t>(*d * 1e9));
   }
   return tl::unexpected("expected a duration such as \"10s\", not " + node_type_name(n));
@@ -122,7 +131,8 @@ tl::expected<option_value, std::string> option_from_node(const std::string& key,
       std::vector<std::string> items;
       auto one = [&](const toml::node& e) -> bool {
         if (auto s = e.value_exact<std::string>()) return items.push_back(*s), true;
-        if (auto i = e.value_exact<std::int64_t>()) return items.push_back(std::to_string(*i)), true;
+        if (auto i = e.value_exact<std::int64_t>())
+          return items.push_back(std::to_string(*i)), true;
         return false;
       };
       if (auto* arr = n.as_array()) {
@@ -249,7 +259,8 @@ tl::expected<option_value, std::string> option_from_text(const probe_type_entry&
 tl::expected<condition, std::string> parse_condition_for(const probe_type_entry& entry,
                                                          const std::string& text) {
   const sonde_probe_type* t = entry.type;
-  enum_resolver names = [t](std::string_view metric, std::string_view name) -> std::optional<double> {
+  enum_resolver names = [t](std::string_view metric,
+                            std::string_view name) -> std::optional<double> {
     for (std::size_t i = 0; i < t->enum_count; ++i) {
       std::string_view n = t->enums[i].name;
       if (metric != t->enums[i].metric || n.size() != name.size()) continue;
@@ -320,8 +331,7 @@ tl::expected<task_file, std::vector<config_error>> read_engine_section(const std
               if (p.is_relative()) p = fs::absolute(fs::path(path)).parent_path() / p;
               out.engine.plugin_dirs.push_back(p.lexically_normal().string());
             }
-          if (!ok)
-            errors.push_back({vpos, "'plugin_dirs' must be an array of directory names"});
+          if (!ok) errors.push_back({vpos, "'plugin_dirs' must be an array of directory names"});
         } else if (key == "max_in_flight") {
           auto i = v.value_exact<std::int64_t>();
           if (!i || *i < 1 || *i > 1'000'000)
@@ -371,8 +381,8 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           continue;
         }
         bool common = std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end();
-        bool option = std::find(all_option_keys.begin(), all_option_keys.end(), key) !=
-                      all_option_keys.end();
+        bool option =
+            std::find(all_option_keys.begin(), all_option_keys.end(), key) != all_option_keys.end();
         if (!common && !option) {
           std::vector<std::string> cands = common_keys;
           cands.insert(cands.end(), all_option_keys.begin(), all_option_keys.end());
@@ -421,8 +431,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         raw_entry e{k.str(), &k, &v, false};
         auto it = std::find_if(entries.begin(), entries.end(),
                                [&](const raw_entry& x) { return x.key == e.key; });
-        if (it != entries.end()) *it = e;
-        else entries.push_back(e);
+        if (it != entries.end())
+          *it = e;
+        else
+          entries.push_back(e);
       }
 
       auto entry_of = [&](std::string_view key) { return find_entry(entries, key); };
@@ -431,7 +443,8 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         if (!e) return false;
         const auto* s = e->node->as_string();
         if (!s) {
-          err(vpos(*e), std::string("'") + key + "' must be a string, not " + node_type_name(*e->node));
+          err(vpos(*e),
+              std::string("'") + key + "' must be a string, not " + node_type_name(*e->node));
           return false;
         }
         out = s->get();
@@ -446,9 +459,9 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         if (!entry) {
           std::string known;
           for (auto& n : known_types) known += (known.empty() ? "" : ", ") + n;
-          err(vpos(*entry_of("type")), "unknown probe type '" + type_text + "'" +
-                                           did_you_mean(type_text, known_types) +
-                                           "; available: " + (known.empty() ? "none (no plugins found)" : known));
+          err(vpos(*entry_of("type")),
+              "unknown probe type '" + type_text + "'" + did_you_mean(type_text, known_types) +
+                  "; available: " + (known.empty() ? "none (no plugins found)" : known));
         }
       } else if (!entry_of("type")) {
         err(spec.where, "task has no 'type' (e.g. type = \"tcp\")");
@@ -461,11 +474,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           err(vpos(*entry_of("name")), "'name' must not contain control characters");
         else if (auto it = names_seen.find(spec.name); it != names_seen.end()) {
           auto first = pos_of(path, it->second->source());
-          err(vpos(*entry_of("name")), "duplicate task name '" + spec.name + "' (first defined at " +
-                                           first.file + ":" + std::to_string(first.line) + ":" +
-                                           std::to_string(first.column) + ")");
-        }
-        else
+          err(vpos(*entry_of("name")),
+              "duplicate task name '" + spec.name + "' (first defined at " + first.file + ":" +
+                  std::to_string(first.line) + ":" + std::to_string(first.column) + ")");
+        } else
           names_seen.emplace(spec.name, entry_of("name")->node);
       } else if (!entry_of("name")) {
         err(spec.where, "task has no 'name'");
@@ -487,8 +499,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           err(vpos(*e), std::string("'") + dk + "' must be at least 1ms");
           continue;
         }
-        if (dk == std::string("interval")) spec.interval = *d;
-        else spec.timeout = *d, timeout_set = true;
+        if (dk == std::string("interval"))
+          spec.interval = *d;
+        else
+          spec.timeout = *d, timeout_set = true;
       }
       if (!timeout_set) spec.timeout = std::min(default_timeout, spec.interval);
       if (timeout_set && spec.timeout > spec.interval)
@@ -496,14 +510,18 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
                                             ") must not exceed 'interval' (" +
                                             format_duration(spec.interval) + ")");
       if (const raw_entry* e = entry_of("enabled")) {
-        if (auto b = e->node->value_exact<bool>()) spec.enabled = *b;
-        else err(vpos(*e), "'enabled' must be true or false");
+        if (auto b = e->node->value_exact<bool>())
+          spec.enabled = *b;
+        else
+          err(vpos(*e), "'enabled' must be true or false");
       }
       if (const raw_entry* e = entry_of("tags")) {
         if (auto* t = e->node->as_table()) {
           for (auto&& [k, v] : *t) {
-            if (auto s = v.value_exact<std::string>()) spec.tags[std::string(k.str())] = *s;
-            else err(pos_of(path, v.source()), "tag '" + std::string(k.str()) + "' must be a string");
+            if (auto s = v.value_exact<std::string>())
+              spec.tags[std::string(k.str())] = *s;
+            else
+              err(pos_of(path, v.source()), "tag '" + std::string(k.str()) + "' must be a string");
           }
         } else {
           err(vpos(*e), "'tags' must be a table of strings, e.g. tags = { team = \"web\" }");
@@ -518,8 +536,11 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           texts.emplace_back(*s, vpos(*ce));
         } else if (auto* arr = n.as_array()) {
           for (auto& e : *arr) {
-            if (auto s2 = e.value_exact<std::string>()) texts.emplace_back(*s2, pos_of(path, e.source()));
-            else err(pos_of(path, e.source()), std::string("'") + ck + "' entries must be strings such as \"latency > 200ms\"");
+            if (auto s2 = e.value_exact<std::string>())
+              texts.emplace_back(*s2, pos_of(path, e.source()));
+            else
+              err(pos_of(path, e.source()),
+                  std::string("'") + ck + "' entries must be strings such as \"latency > 200ms\"");
           }
         } else {
           err(vpos(*ce), std::string("'") + ck + "' must be a condition string or a list of them");
@@ -527,8 +548,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         if (!entry) continue;
         for (auto& [text, p] : texts) {
           auto c = parse_condition_for(*entry, text);
-          if (!c) err(p, c.error());
-          else (ck == std::string("warn") ? spec.warn : spec.crit).push_back(std::move(*c));
+          if (!c)
+            err(p, c.error());
+          else
+            (ck == std::string("warn") ? spec.warn : spec.crit).push_back(std::move(*c));
         }
       }
       // probe options
@@ -549,8 +572,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
             continue;
           }
           auto v = option_from_node(key, static_cast<option_type>(od->type), *re.node);
-          if (!v) err(vpos(re), v.error());
-          else spec.options.emplace_back(std::move(key), std::move(*v));
+          if (!v)
+            err(vpos(re), v.error());
+          else
+            spec.options.emplace_back(std::move(key), std::move(*v));
         }
       }
       if (entry && errors.size() == errors_before) {

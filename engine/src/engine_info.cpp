@@ -4,6 +4,10 @@
 #include <sonde/plugin.hpp>
 
 namespace sonde::engine {
-const char* engine_fingerprint() noexcept { return SONDE_PLUGIN_FINGERPRINT; }
-const char* install_plugin_dir() noexcept { return SONDE_INSTALL_PLUGIN_DIR; }
+const char* engine_fingerprint() noexcept {
+  return SONDE_PLUGIN_FINGERPRINT;
+}
+const char* install_plugin_dir() noexcept {
+  return SONDE_INSTALL_PLUGIN_DIR;
+}
 }  // namespace sonde::engine

@@ -35,11 +35,21 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20 || c == 0x7f) {
           char b[8];
@@ -65,10 +75,14 @@ void append_json_number(std::string& out, double v) {
 
 std::string_view status_label(status s) {
   switch (s) {
-    case status::ok: return "OK";
-    case status::warning: return "WARNING";
-    case status::critical: return "CRITICAL";
-    case status::unknown: return "UNKNOWN";
+    case status::ok:
+      return "OK";
+    case status::warning:
+      return "WARNING";
+    case status::critical:
+      return "CRITICAL";
+    case status::unknown:
+      return "UNKNOWN";
   }
   return "UNKNOWN";
 }
@@ -95,8 +109,10 @@ std::string to_json(const result_record& r) {
     o += '"';
   }
   o += ",\"latency_ms\":";
-  if (r.latency_ms) append_json_number(o, *r.latency_ms);
-  else o += "null";
+  if (r.latency_ms)
+    append_json_number(o, *r.latency_ms);
+  else
+    o += "null";
   o += ",\"message\":";
   append_json_string(o, r.message);
   o += ",\"metrics\":{";
@@ -129,9 +145,9 @@ text_sink::text_sink(std::FILE* out, bool flush_each, const std::vector<task_spe
 }
 
 void text_sink::on_result(const result_record& r) {
-  std::string lat = r.latency_ms ? format_duration(duration(static_cast<std::int64_t>(
-                                       *r.latency_ms * 1e6)))
-                                 : std::string("-");
+  std::string lat = r.latency_ms
+                        ? format_duration(duration(static_cast<std::int64_t>(*r.latency_ms * 1e6)))
+                        : std::string("-");
   std::string msg;
   if (r.why != reason::none && r.why != reason::condition) {
     msg = std::string(to_string(r.why)) + ": ";

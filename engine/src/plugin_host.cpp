@@ -111,9 +111,8 @@ bool plugin_host::load_file(const std::string& path) {
     return refuse("descriptor says ABI " + std::to_string(d->abi_major) + ", expected " +
                   std::to_string(SONDE_PLUGIN_ABI_MAJOR));
   if (d->abi_minor > SONDE_PLUGIN_ABI_MINOR)
-    return refuse("needs plugin ABI 1." + std::to_string(d->abi_minor) +
-                  ", this engine speaks 1." + std::to_string(SONDE_PLUGIN_ABI_MINOR) +
-                  " (upgrade sonde)");
+    return refuse("needs plugin ABI 1." + std::to_string(d->abi_minor) + ", this engine speaks 1." +
+                  std::to_string(SONDE_PLUGIN_ABI_MINOR) + " (upgrade sonde)");
   if (d->struct_size < sizeof(sonde_plugin_descriptor))
     return refuse("descriptor is too small (" + std::to_string(d->struct_size) + " bytes)");
   const char* fp = engine_fingerprint();

@@ -10,10 +10,11 @@ using steady = std::chrono::steady_clock;
 result_record evaluate(const task_spec& task, const sonde_result& r) {
   result_record rec;
   rec.task = &task;
-  rec.time = r.start_unix_ns > 0 ? std::chrono::system_clock::time_point(
-                                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                                           std::chrono::nanoseconds(r.start_unix_ns)))
-                                 : std::chrono::system_clock::now();
+  rec.time = r.start_unix_ns > 0
+                 ? std::chrono::system_clock::time_point(
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           std::chrono::nanoseconds(r.start_unix_ns)))
+                 : std::chrono::system_clock::now();
   rec.message = r.message ? r.message : "";
   if (!r.has_observation) {
     rec.state = status::unknown;

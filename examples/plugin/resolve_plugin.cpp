@@ -36,10 +36,14 @@ class resolve_probe {
   }
   static tl::expected<resolve_probe, sonde::probe_error> make(options o) {
     resolve_probe p;
-    if (o.family == "any") p.family_ = sonde::address_family::any;
-    else if (o.family == "ipv4") p.family_ = sonde::address_family::ipv4;
-    else if (o.family == "ipv6") p.family_ = sonde::address_family::ipv6;
-    else return tl::unexpected(sonde::option_error("family", "family must be any, ipv4 or ipv6"));
+    if (o.family == "any")
+      p.family_ = sonde::address_family::any;
+    else if (o.family == "ipv4")
+      p.family_ = sonde::address_family::ipv4;
+    else if (o.family == "ipv6")
+      p.family_ = sonde::address_family::ipv6;
+    else
+      return tl::unexpected(sonde::option_error("family", "family must be any, ipv4 or ipv6"));
     return p;
   }
 

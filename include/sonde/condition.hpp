@@ -21,12 +21,18 @@ enum class compare_op { lt, le, gt, ge, eq, ne };
 /// The operator's text ("<", "<=", ...).
 constexpr std::string_view to_string(compare_op op) noexcept {
   switch (op) {
-    case compare_op::lt: return "<";
-    case compare_op::le: return "<=";
-    case compare_op::gt: return ">";
-    case compare_op::ge: return ">=";
-    case compare_op::eq: return "==";
-    case compare_op::ne: return "!=";
+    case compare_op::lt:
+      return "<";
+    case compare_op::le:
+      return "<=";
+    case compare_op::gt:
+      return ">";
+    case compare_op::ge:
+      return ">=";
+    case compare_op::eq:
+      return "==";
+    case compare_op::ne:
+      return "!=";
   }
   return "?";
 }
@@ -41,20 +47,26 @@ struct condition {
   /// True when `observed` satisfies the comparison. NaN never satisfies.
   bool holds(double observed) const noexcept {
     switch (op) {
-      case compare_op::lt: return observed < value;
-      case compare_op::le: return observed <= value;
-      case compare_op::gt: return observed > value;
-      case compare_op::ge: return observed >= value;
-      case compare_op::eq: return observed == value;
-      case compare_op::ne: return !std::isnan(observed) && observed != value;
+      case compare_op::lt:
+        return observed < value;
+      case compare_op::le:
+        return observed <= value;
+      case compare_op::gt:
+        return observed > value;
+      case compare_op::ge:
+        return observed >= value;
+      case compare_op::eq:
+        return observed == value;
+      case compare_op::ne:
+        return !std::isnan(observed) && observed != value;
     }
     return false;
   }
 };
 
 /// Resolves a symbolic value ("NXDOMAIN") for a metric to its number, if the metric has names.
-using enum_resolver = std::function<std::optional<double>(std::string_view metric,
-                                                          std::string_view name)>;
+using enum_resolver =
+    std::function<std::optional<double>(std::string_view metric, std::string_view name)>;
 
 namespace detail {
 /// Multiplier that converts a value with unit `u` to the metric's base unit, or nullopt.
@@ -95,14 +107,22 @@ inline tl::expected<condition, std::string> parse_condition(std::string_view tex
   if (c.metric.empty()) return fail("expected a metric name first, as in \"latency > 200ms\"");
   skip_ws();
   auto rest = text.substr(i);
-  if (rest.starts_with("<=")) c.op = compare_op::le, i += 2;
-  else if (rest.starts_with(">=")) c.op = compare_op::ge, i += 2;
-  else if (rest.starts_with("==")) c.op = compare_op::eq, i += 2;
-  else if (rest.starts_with("!=")) c.op = compare_op::ne, i += 2;
-  else if (rest.starts_with("<")) c.op = compare_op::lt, i += 1;
-  else if (rest.starts_with(">")) c.op = compare_op::gt, i += 1;
-  else if (rest.starts_with("=")) return fail("use '==' to compare for equality");
-  else return fail("expected an operator (<, <=, >, >=, ==, !=) after \"" + c.metric + "\"");
+  if (rest.starts_with("<="))
+    c.op = compare_op::le, i += 2;
+  else if (rest.starts_with(">="))
+    c.op = compare_op::ge, i += 2;
+  else if (rest.starts_with("=="))
+    c.op = compare_op::eq, i += 2;
+  else if (rest.starts_with("!="))
+    c.op = compare_op::ne, i += 2;
+  else if (rest.starts_with("<"))
+    c.op = compare_op::lt, i += 1;
+  else if (rest.starts_with(">"))
+    c.op = compare_op::gt, i += 1;
+  else if (rest.starts_with("="))
+    return fail("use '==' to compare for equality");
+  else
+    return fail("expected an operator (<, <=, >, >=, ==, !=) after \"" + c.metric + "\"");
   skip_ws();
   auto value = text.substr(i);
   while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
@@ -111,9 +131,9 @@ inline tl::expected<condition, std::string> parse_condition(std::string_view tex
   std::size_t j = 0;
   if (j < value.size() && (value[j] == '-' || value[j] == '+')) ++j;
   std::size_t digits0 = j;
-  while (j < value.size() && (detail::is_digit(value[j]) || value[j] == '.' || value[j] == 'e' ||
-                              ((value[j] == '-' || value[j] == '+') && j > 0 &&
-                               value[j - 1] == 'e')))
+  while (j < value.size() &&
+         (detail::is_digit(value[j]) || value[j] == '.' || value[j] == 'e' ||
+          ((value[j] == '-' || value[j] == '+') && j > 0 && value[j - 1] == 'e')))
     ++j;
   if (j == digits0) {  // a symbolic value
     if (names) {

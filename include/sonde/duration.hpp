@@ -28,7 +28,9 @@ constexpr double duration_unit_ns(std::string_view u) noexcept {
   if (u == "d") return 86400e9;
   return 0;
 }
-constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+constexpr bool is_digit(char c) noexcept {
+  return c >= '0' && c <= '9';
+}
 }  // namespace detail
 
 /// Parse a duration: one or more `<number><unit>` parts with units ns, us, ms, s, m, h, d
@@ -50,7 +52,8 @@ inline tl::expected<duration, std::string> parse_duration(std::string_view text)
       return fail("expected a number at \"" + std::string(text.substr(i)) + "\"");
     }
     std::string num(text.substr(num_begin, i - num_begin));
-    if (num.find('.') != num.rfind('.') || num == ".") return fail("malformed number \"" + num + "\"");
+    if (num.find('.') != num.rfind('.') || num == ".")
+      return fail("malformed number \"" + num + "\"");
     std::size_t unit_begin = i;
     while (i < text.size() && !detail::is_digit(text[i]) && text[i] != '.') ++i;
     std::string_view unit = text.substr(unit_begin, i - unit_begin);

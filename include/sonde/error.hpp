@@ -25,13 +25,20 @@ enum class probe_errc : int {
 /// Stable lower-case name of a probe_errc ("invalid_option", ...).
 constexpr std::string_view to_string(probe_errc c) noexcept {
   switch (c) {
-    case probe_errc::invalid_option: return "invalid_option";
-    case probe_errc::invalid_target: return "invalid_target";
-    case probe_errc::permission_denied: return "permission_denied";
-    case probe_errc::unsupported: return "unsupported";
-    case probe_errc::resource: return "resource";
-    case probe_errc::internal: return "internal";
-    case probe_errc::cancelled: return "cancelled";
+    case probe_errc::invalid_option:
+      return "invalid_option";
+    case probe_errc::invalid_target:
+      return "invalid_target";
+    case probe_errc::permission_denied:
+      return "permission_denied";
+    case probe_errc::unsupported:
+      return "unsupported";
+    case probe_errc::resource:
+      return "resource";
+    case probe_errc::internal:
+      return "internal";
+    case probe_errc::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }

@@ -10,9 +10,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <span>
-#include <type_traits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -28,7 +28,7 @@ namespace sonde {
 enum class option_type : int {
   boolean = 1,
   integer = 2,
-  number = 3,       ///< floating point
+  number = 3,  ///< floating point
   string = 4,
   duration = 5,     ///< "250ms", "10s", ...
   string_list = 6,  ///< array of strings; a single string is accepted as a one-element list
@@ -37,12 +37,18 @@ enum class option_type : int {
 /// Human name of an option type, for error messages and docs.
 constexpr std::string_view to_string(option_type t) noexcept {
   switch (t) {
-    case option_type::boolean: return "boolean";
-    case option_type::integer: return "integer";
-    case option_type::number: return "number";
-    case option_type::string: return "string";
-    case option_type::duration: return "duration";
-    case option_type::string_list: return "list of strings";
+    case option_type::boolean:
+      return "boolean";
+    case option_type::integer:
+      return "integer";
+    case option_type::number:
+      return "number";
+    case option_type::string:
+      return "string";
+    case option_type::duration:
+      return "duration";
+    case option_type::string_list:
+      return "list of strings";
   }
   return "?";
 }
@@ -121,8 +127,8 @@ class option_set {
         return {};
       }
     }
-    return tl::unexpected(option_error(std::string(key), "option '" + std::string(key) +
-                                                             "' has the wrong type"));
+    return tl::unexpected(
+        option_error(std::string(key), "option '" + std::string(key) + "' has the wrong type"));
   }
 
  private:
@@ -157,7 +163,8 @@ inline tl::expected<option_value, std::string> parse_option_text(std::string_vie
         return tl::unexpected("option '" + k + "': \"" + t + "\" is not a number");
       return option_value(v);
     }
-    case option_type::string: return option_value(t);
+    case option_type::string:
+      return option_value(t);
     case option_type::duration: {
       auto d = parse_duration(t);
       if (!d) return tl::unexpected("option '" + k + "': " + d.error());

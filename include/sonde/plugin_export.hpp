@@ -38,16 +38,21 @@ inline void fill_error(sonde_error* out, const probe_error& e) {
 /// Convert a C option value back into a typed option_value.
 inline option_value from_c(const sonde_value& v) {
   switch (v.type) {
-    case SONDE_VALUE_BOOL: return v.boolean != 0;
-    case SONDE_VALUE_INT: return static_cast<std::int64_t>(v.integer);
-    case SONDE_VALUE_NUMBER: return v.number;
-    case SONDE_VALUE_DURATION: return duration(v.integer);
+    case SONDE_VALUE_BOOL:
+      return v.boolean != 0;
+    case SONDE_VALUE_INT:
+      return static_cast<std::int64_t>(v.integer);
+    case SONDE_VALUE_NUMBER:
+      return v.number;
+    case SONDE_VALUE_DURATION:
+      return duration(v.integer);
     case SONDE_VALUE_STRING_LIST: {
       std::vector<std::string> items;
       for (std::size_t i = 0; i < v.list_len; ++i) items.emplace_back(v.list[i] ? v.list[i] : "");
       return items;
     }
-    default: return std::string(v.string ? v.string : "");
+    default:
+      return std::string(v.string ? v.string : "");
   }
 }
 
@@ -60,9 +65,8 @@ inline void deliver(const probe_result& r, sonde_result_fn done, void* user) {
   if (r) {
     c.has_observation = 1;
     c.reason = static_cast<int32_t>(r->why);
-    c.start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          r->start.time_since_epoch())
-                          .count();
+    c.start_unix_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(r->start.time_since_epoch()).count();
     c.latency_ns = r->latency ? r->latency->count() : -1;
     c.message = r->message.c_str();
     if (r->metrics.size() > inline_metrics.size()) {
@@ -91,8 +95,8 @@ struct probe_adapter {
     target where;
   };
 
-  static int create(const char* target_text, const sonde_option* opts, std::size_t n,
-                    void** out, sonde_error* err) noexcept {
+  static int create(const char* target_text, const sonde_option* opts, std::size_t n, void** out,
+                    sonde_error* err) noexcept {
     try {
       auto t = parse_target_for<P>(target_text ? target_text : "");
       if (!t) {
@@ -122,7 +126,8 @@ struct probe_adapter {
     try {
       r = co_await inst->probe.run(inst->where, dl);
     } catch (const std::exception& e) {
-      r = tl::unexpected(probe_error{probe_errc::internal, "", std::string("exception: ") + e.what()});
+      r = tl::unexpected(
+          probe_error{probe_errc::internal, "", std::string("exception: ") + e.what()});
     } catch (...) {
       r = tl::unexpected(probe_error{probe_errc::internal, "", "unknown exception"});
     }
@@ -133,7 +138,8 @@ struct probe_adapter {
                   void* user) noexcept {
     try {
       auto& ctx = *static_cast<asio::io_context*>(io);
-      deadline dl{std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(deadline_ns))};
+      deadline dl{
+          std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(deadline_ns))};
       asio::co_spawn(ctx, run_one(static_cast<instance*>(inst), dl, done, user), asio::detached);
     } catch (const std::exception& e) {
       deliver(tl::unexpected(probe_error{probe_errc::resource, "", e.what()}), done, user);
@@ -146,8 +152,8 @@ struct probe_adapter {
     static const std::vector<sonde_option_desc> v = [] {
       std::vector<sonde_option_desc> out;
       for (const auto& o : P::option_table)
-        out.push_back({o.key.data(), static_cast<int32_t>(o.type), o.default_value.data(),
-                       o.help.data()});
+        out.push_back(
+            {o.key.data(), static_cast<int32_t>(o.type), o.default_value.data(), o.help.data()});
       return out;
     }();
     return v;
@@ -165,7 +171,8 @@ struct probe_adapter {
     static const std::vector<sonde_enum_desc> v = [] {
       std::vector<sonde_enum_desc> out;
       if constexpr (requires { P::metric_enums; }) {
-        for (const auto& e : P::metric_enums) out.push_back({e.metric.data(), e.name.data(), e.value});
+        for (const auto& e : P::metric_enums)
+          out.push_back({e.metric.data(), e.name.data(), e.value});
       }
       return out;
     }();
@@ -201,20 +208,20 @@ sonde_probe_type plugin_type(std::initializer_list<const char*> aliases = {}) {
 }  // namespace sonde
 
 /// Define the plugin's exported symbols. `...` is one or more sonde::plugin_type<P>(...).
-#define SONDE_PLUGIN_EXPORT(NAME, DESCRIPTION, ...)                                         \
-  SONDE_PLUGIN_API const uint32_t sonde_plugin_abi_major = SONDE_PLUGIN_ABI_MAJOR;          \
-  SONDE_PLUGIN_API const sonde_plugin_descriptor* SONDE_PLUGIN_ENTRY(void) {                \
-    static const sonde_probe_type types[] = {__VA_ARGS__};                                  \
-    static const sonde_plugin_descriptor d = {SONDE_PLUGIN_ABI_MAJOR,                       \
-                                              SONDE_PLUGIN_ABI_MINOR,                       \
-                                              sizeof(sonde_plugin_descriptor),              \
-                                              0,                                            \
-                                              NAME,                                         \
-                                              SONDE_VERSION_STRING,                         \
-                                              SONDE_PLUGIN_FINGERPRINT,                     \
-                                              DESCRIPTION,                                  \
-                                              types,                                        \
-                                              sizeof(types) / sizeof(types[0]),             \
-                                              {}};                                          \
-    return &d;                                                                              \
+#define SONDE_PLUGIN_EXPORT(NAME, DESCRIPTION, ...)                                \
+  SONDE_PLUGIN_API const uint32_t sonde_plugin_abi_major = SONDE_PLUGIN_ABI_MAJOR; \
+  SONDE_PLUGIN_API const sonde_plugin_descriptor* SONDE_PLUGIN_ENTRY(void) {       \
+    static const sonde_probe_type types[] = {__VA_ARGS__};                         \
+    static const sonde_plugin_descriptor d = {SONDE_PLUGIN_ABI_MAJOR,              \
+                                              SONDE_PLUGIN_ABI_MINOR,              \
+                                              sizeof(sonde_plugin_descriptor),     \
+                                              0,                                   \
+                                              NAME,                                \
+                                              SONDE_VERSION_STRING,                \
+                                              SONDE_PLUGIN_FINGERPRINT,            \
+                                              DESCRIPTION,                         \
+                                              types,                               \
+                                              sizeof(types) / sizeof(types[0]),    \
+                                              {}};                                 \
+    return &d;                                                                     \
   }

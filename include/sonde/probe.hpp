@@ -71,7 +71,9 @@ inline asio::io_context& io_context_of(const asio::any_io_executor& ex) {
   return static_cast<asio::io_context&>(asio::query(ex, asio::execution::context));
 }
 /// Wall-clock now, for observation::start.
-inline std::chrono::system_clock::time_point wall_now() { return std::chrono::system_clock::now(); }
+inline std::chrono::system_clock::time_point wall_now() {
+  return std::chrono::system_clock::now();
+}
 /// Remaining time until `d`, never negative.
 inline clock::duration remaining(deadline d) {
   auto r = d - clock::now();

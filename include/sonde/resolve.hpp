@@ -73,7 +73,8 @@ class ares_service final : public asio::execution_context::service {
 
   /// Replace the DNS servers from resolv.conf ("127.0.0.1:5353,[::1]:53").
   tl::expected<void, std::string> set_servers(const std::string& csv) {
-    if (!channel_) return tl::unexpected(std::string("resolver unavailable: ") + ares_strerror(init_status_));
+    if (!channel_)
+      return tl::unexpected(std::string("resolver unavailable: ") + ares_strerror(init_status_));
     int rc = ares_set_servers_ports_csv(channel_, csv.c_str());
     if (rc != ARES_SUCCESS)
       return tl::unexpected("invalid DNS server list \"" + csv + "\": " + ares_strerror(rc));
@@ -157,23 +158,25 @@ class ares_service final : public asio::execution_context::service {
   void arm(const std::shared_ptr<watcher>& w, int fd) {
     if (w->want_read && !w->reading) {
       w->reading = true;
-      w->desc.async_wait(asio::posix::descriptor_base::wait_read, [this, w, fd](asio::error_code ec) {
-        w->reading = false;
-        if (ec || w->closed || !channel_) return;
-        ares_process_fd(channel_, fd, ARES_SOCKET_BAD);
-        if (!w->closed) arm(w, fd);
-        rearm_timer();
-      });
+      w->desc.async_wait(asio::posix::descriptor_base::wait_read,
+                         [this, w, fd](asio::error_code ec) {
+                           w->reading = false;
+                           if (ec || w->closed || !channel_) return;
+                           ares_process_fd(channel_, fd, ARES_SOCKET_BAD);
+                           if (!w->closed) arm(w, fd);
+                           rearm_timer();
+                         });
     }
     if (w->want_write && !w->writing) {
       w->writing = true;
-      w->desc.async_wait(asio::posix::descriptor_base::wait_write, [this, w, fd](asio::error_code ec) {
-        w->writing = false;
-        if (ec || w->closed || !channel_) return;
-        ares_process_fd(channel_, ARES_SOCKET_BAD, fd);
-        if (!w->closed) arm(w, fd);
-        rearm_timer();
-      });
+      w->desc.async_wait(asio::posix::descriptor_base::wait_write,
+                         [this, w, fd](asio::error_code ec) {
+                           w->writing = false;
+                           if (ec || w->closed || !channel_) return;
+                           ares_process_fd(channel_, ARES_SOCKET_BAD, fd);
+                           if (!w->closed) arm(w, fd);
+                           rearm_timer();
+                         });
     }
   }
 

@@ -28,16 +28,26 @@ enum class reason : int {
 /// The result-contract name of a reason ("timeout", ...); "" for reason::none.
 constexpr std::string_view to_string(reason r) noexcept {
   switch (r) {
-    case reason::none: return "";
-    case reason::timeout: return "timeout";
-    case reason::refused: return "refused";
-    case reason::unreachable: return "unreachable";
-    case reason::resolve: return "resolve";
-    case reason::tls: return "tls";
-    case reason::protocol: return "protocol";
-    case reason::mismatch: return "mismatch";
-    case reason::condition: return "condition";
-    case reason::error: return "error";
+    case reason::none:
+      return "";
+    case reason::timeout:
+      return "timeout";
+    case reason::refused:
+      return "refused";
+    case reason::unreachable:
+      return "unreachable";
+    case reason::resolve:
+      return "resolve";
+    case reason::tls:
+      return "tls";
+    case reason::protocol:
+      return "protocol";
+    case reason::mismatch:
+      return "mismatch";
+    case reason::condition:
+      return "condition";
+    case reason::error:
+      return "error";
   }
   return "error";
 }
@@ -52,7 +62,7 @@ struct metric {
 /// What a probe run saw. A target that fails (timeout, refused...) still yields an observation
 /// with `why` set and whatever was measured before the failure.
 struct observation {
-  std::chrono::system_clock::time_point start{};  ///< wall-clock time the run started
+  std::chrono::system_clock::time_point start{};    ///< wall-clock time the run started
   std::optional<std::chrono::nanoseconds> latency;  ///< total time of the measured exchange
   reason why = reason::none;                        ///< reason::none when healthy
   std::string message;                              ///< short human summary

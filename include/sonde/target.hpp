@@ -124,7 +124,8 @@ inline tl::expected<target, std::string> parse_target(std::string_view text, por
     if (port_part.empty()) return fail("empty port after ':'");
     unsigned long p = 0;
     for (char c : port_part) {
-      if (c < '0' || c > '9') return fail("port \"" + std::string(port_part) + "\" is not a number");
+      if (c < '0' || c > '9')
+        return fail("port \"" + std::string(port_part) + "\" is not a number");
       p = p * 10 + static_cast<unsigned long>(c - '0');
       if (p > 65535) break;
     }

@@ -89,7 +89,8 @@ expct = "x"
 name = "a"
 )");
   REQUIRE(e.size() >= 1);
-  CHECK_THAT(e[0], Catch::StartsWith(":1:3: error: unknown top-level key 'tasks' (did you mean 'task'?)"));
+  CHECK_THAT(
+      e[0], Catch::StartsWith(":1:3: error: unknown top-level key 'tasks' (did you mean 'task'?)"));
 }
 
 TEST_CASE("config: wrong types, bad durations and unknown probe types", "[config]") {
@@ -113,8 +114,12 @@ interval = "1s"
 timeout = "2s"
 )");
   REQUIRE(e.size() == 4);
-  CHECK_THAT(e[0], Catch::StartsWith(":3:8: error: unknown probe type 'tcpp' (did you mean 'tcp'?); available: "));
-  CHECK(e[1] == ":10:12: error: 'interval': invalid duration \"10 sec\": unknown unit \" sec\" (use us, ms, s, m, h or d)");
+  CHECK_THAT(e[0],
+             Catch::StartsWith(
+                 ":3:8: error: unknown probe type 'tcpp' (did you mean 'tcp'?); available: "));
+  CHECK(e[1] ==
+        ":10:12: error: 'interval': invalid duration \"10 sec\": unknown unit \" sec\" (use us, "
+        "ms, s, m, h or d)");
   CHECK(e[2] == ":11:7: error: option 'tls' must be a boolean (true or false), not a string");
   CHECK(e[3] == ":18:11: error: 'timeout' (2s) must not exceed 'interval' (1s)");
 }
@@ -143,7 +148,8 @@ warn = ["latncy > 1s", "latency >> 1"]
   CHECK(e[0].find(":7:8: error: duplicate task name 'a' (first defined at ") == 0);
   CHECK(e[1] == ":11:1: error: task has no 'name'");
   CHECK(e[2] == ":11:1: error: task '' has no 'target'");
-  CHECK_THAT(e[3], Catch::StartsWith(":18:9: error: invalid condition \"latncy > 1s\": type 'tcp' has no metric 'latncy' (did you mean 'latency'?)"));
+  CHECK_THAT(e[3], Catch::StartsWith(":18:9: error: invalid condition \"latncy > 1s\": type 'tcp' "
+                                     "has no metric 'latncy' (did you mean 'latency'?)"));
   CHECK_THAT(e[4], Catch::StartsWith(":18:24: error: invalid condition \"latency >> 1\""));
   // The bad target is reported by the plugin, at the target's position.
   auto e2 = errors_of(R"([[task]]
@@ -152,7 +158,9 @@ type = "tcp"
 target = "127.0.0.1"
 )");
   REQUIRE(e2.size() == 1);
-  CHECK(e2[0] == ":4:10: error: invalid target \"127.0.0.1\": a port is required (host:port, or [IPv6]:port)");
+  CHECK(
+      e2[0] ==
+      ":4:10: error: invalid target \"127.0.0.1\": a port is required (host:port, or [IPv6]:port)");
 }
 
 TEST_CASE("config: TOML syntax errors and unreadable files are positioned", "[config]") {
@@ -202,6 +210,7 @@ count = 5
 packet_interval = "300ms"
 )");
   REQUIRE(e.size() == 1);
-  CHECK(e[0] == ":7:19: error: option 'packet_interval': 5 requests every 300ms take 1.2s to send, "
-                "not less than the timeout (1s); lower count or packet_interval, or raise the timeout");
+  CHECK(e[0] ==
+        ":7:19: error: option 'packet_interval': 5 requests every 300ms take 1.2s to send, "
+        "not less than the timeout (1s); lower count or packet_interval, or raise the timeout");
 }

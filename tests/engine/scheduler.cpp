@@ -39,8 +39,7 @@ struct collect final : result_sink {
 };
 }  // namespace
 
-TEST_CASE("scheduler: once mode runs every enabled task once within max_in_flight",
-          "[scheduler]") {
+TEST_CASE("scheduler: once mode runs every enabled task once within max_in_flight", "[scheduler]") {
   auto tf = load("[engine]\nmax_in_flight = 3\n" + sleep_tasks(10, "1s", "20ms", "1s"));
   asio::io_context io;
   scheduler s(io, tf.tasks, {3, true});

@@ -44,8 +44,8 @@ TEST_CASE("plugins: bad files are refused by name while the good ones load", "[p
 
   auto* notp = problem_for(host, "sonde-notaplugin.so");
   REQUIRE(notp);
-  CHECK_THAT(notp->message, Catch::Contains("sonde-notaplugin.so") &&
-                                Catch::Contains("not a sonde plugin"));
+  CHECK_THAT(notp->message,
+             Catch::Contains("sonde-notaplugin.so") && Catch::Contains("not a sonde plugin"));
 
   auto* junk = problem_for(host, "sonde-garbage.so");
   REQUIRE(junk);
@@ -96,8 +96,8 @@ TEST_CASE("plugins: two plugins do real I/O on one io_context", "[plugins][integ
   auto tcp_ok = create_probe(*host.find("tcp"), "127.0.0.1:" + port, {});
   auto tcp_refused =
       create_probe(*host.find("tcp"), "127.0.0.1:" + std::to_string(test::closed_port()), {});
-  auto sleeper = create_probe(*host.find("sleep"), "x",
-                              {{"delay", duration(std::chrono::milliseconds(30))}});
+  auto sleeper =
+      create_probe(*host.find("sleep"), "x", {{"delay", duration(std::chrono::milliseconds(30))}});
   REQUIRE(tcp_ok);
   REQUIRE(tcp_refused);
   REQUIRE(sleeper);

@@ -24,7 +24,8 @@ TEST_CASE("condition: operators and units", "[condition]") {
 }
 
 TEST_CASE("condition: names resolve through the probe's enumeration", "[condition]") {
-  enum_resolver names = [](std::string_view metric, std::string_view name) -> std::optional<double> {
+  enum_resolver names = [](std::string_view metric,
+                           std::string_view name) -> std::optional<double> {
     if (metric == "rcode" && name == "NXDOMAIN") return 3;
     return std::nullopt;
   };
@@ -37,13 +38,12 @@ TEST_CASE("condition: names resolve through the probe's enumeration", "[conditio
 }
 
 TEST_CASE("condition: malformed conditions are explained", "[condition]") {
-  for (auto [text, why] : {std::pair{"", "expected a metric name"},
-                           std::pair{"latency", "expected an operator"},
-                           std::pair{"latency = 1", "use '=='"},
-                           std::pair{"latency >", "missing value"},
-                           std::pair{"latency > 1parsec", "unknown unit"},
-                           std::pair{"latency > fast", "is not a number"},
-                           std::pair{"> 1", "expected a metric name"}}) {
+  for (auto [text, why] :
+       {std::pair{"", "expected a metric name"}, std::pair{"latency", "expected an operator"},
+        std::pair{"latency = 1", "use '=='"}, std::pair{"latency >", "missing value"},
+        std::pair{"latency > 1parsec", "unknown unit"},
+        std::pair{"latency > fast", "is not a number"},
+        std::pair{"> 1", "expected a metric name"}}) {
     auto c = parse_condition(text);
     INFO(text);
     REQUIRE_FALSE(c);

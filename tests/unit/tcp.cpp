@@ -22,8 +22,8 @@ TEST_CASE("tcp: connect to a listening port is ok with connect_time", "[tcp][int
 
 TEST_CASE("tcp: closed port is refused", "[tcp][integration]") {
   auto p = test::make<tcp_probe>();
-  auto r = test::run_probe(p, test::target_for<tcp_probe>("127.0.0.1:" +
-                                                          std::to_string(test::closed_port())));
+  auto r = test::run_probe(
+      p, test::target_for<tcp_probe>("127.0.0.1:" + std::to_string(test::closed_port())));
   REQUIRE(r);
   CHECK(r->why == reason::refused);
   CHECK_THAT(r->message, Catch::Contains("refused"));

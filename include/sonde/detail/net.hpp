@@ -74,11 +74,21 @@ inline std::optional<std::string> decode_escapes(std::string_view in) {
     }
     if (++i >= in.size()) return std::nullopt;
     switch (in[i]) {
-      case 'r': out += '\r'; break;
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case '0': out += '\0'; break;
-      case '\\': out += '\\'; break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case '0':
+        out += '\0';
+        break;
+      case '\\':
+        out += '\\';
+        break;
       case 'x': {
         if (i + 2 >= in.size()) return std::nullopt;
         int h = hex(in[i + 1]), l = hex(in[i + 2]);
@@ -87,7 +97,8 @@ inline std::optional<std::string> decode_escapes(std::string_view in) {
         i += 2;
         break;
       }
-      default: return std::nullopt;
+      default:
+        return std::nullopt;
     }
   }
   return out;
@@ -124,15 +135,19 @@ inline std::string excerpt(std::string_view bytes, std::size_t max = 60) {
       out += "...";
       break;
     }
-    if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c == '\t')
+      out += "\\t";
     else if (c < 0x20 || c >= 0x7f) {
       static const char* digits = "0123456789abcdef";
       out += "\\x";
       out += digits[c >> 4];
       out += digits[c & 15];
-    } else out += static_cast<char>(c);
+    } else
+      out += static_cast<char>(c);
   }
   return out;
 }

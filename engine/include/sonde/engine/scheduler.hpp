@@ -6,10 +6,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <queue>
-#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,20 +29,28 @@ enum class status : int { ok = 0, warning = 1, critical = 2, unknown = 3 };
 /// "ok", "warning", "critical", "unknown"
 constexpr std::string_view to_string(status s) noexcept {
   switch (s) {
-    case status::ok: return "ok";
-    case status::warning: return "warning";
-    case status::critical: return "critical";
-    case status::unknown: return "unknown";
+    case status::ok:
+      return "ok";
+    case status::warning:
+      return "warning";
+    case status::critical:
+      return "critical";
+    case status::unknown:
+      return "unknown";
   }
   return "unknown";
 }
 /// Severity order for "worst of": ok < warning < unknown < critical.
 constexpr int severity(status s) noexcept {
   switch (s) {
-    case status::ok: return 0;
-    case status::warning: return 1;
-    case status::unknown: return 2;
-    case status::critical: return 3;
+    case status::ok:
+      return 0;
+    case status::warning:
+      return 1;
+    case status::unknown:
+      return 2;
+    case status::critical:
+      return 3;
   }
   return 2;
 }
