@@ -1,0 +1,207 @@
+#pragma once
+// HTTP test servers: a real nginx (plain HTTP, HTTPS with the test certificates, HTTP/2,
+// redirects, basic auth, a rate-limited path, a large file) configured at test time in a
+// private directory, and small in-test TCP servers for what nginx will not do (garbage instead
+// of HTTP, a stall mid-header, a close right after accept). Loopback only.
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "process.hpp"
+#include "tls_certs.hpp"
+
+namespace sonde::test {
+
+/// nginx on 127.0.0.1 with one server per scenario. Throws (failing the test) with the package
+/// to install when nginx is missing, or with nginx's error log when it does not start.
+class nginx_server {
+ public:
+  unsigned short http_port = 0;     ///< plain HTTP: /, /redirect, /auth/, /slow/, /big.bin
+  unsigned short valid_port = 0;    ///< HTTPS, certificate signed by the test CA
+  unsigned short expired_port = 0;  ///< HTTPS, expired certificate signed by the test CA
+  unsigned short self_port = 0;     ///< HTTPS, self-signed certificate
+  unsigned short h2_port = 0;       ///< HTTPS + HTTP/2 (ALPN), valid certificate
+  std::size_t big_size = 3u << 20;  ///< bytes of /big.bin
+  std::string dir;
+
+  nginx_server() {
+    if (!have_program("nginx"))
+      throw std::runtime_error("nginx not found: install the Debian package 'nginx'");
+    const auto& certs = tls_certs();
+    namespace fs = std::filesystem;
+    std::string tmpl = (fs::temp_directory_path() / "sonde-nginx-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    dir = tmpl;
+    // Workers run as an unprivileged user when nginx starts as root: they must read the files.
+    fs::permissions(dir, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec);
+    fs::create_directories(dir + "/www/auth");
+    std::ofstream(dir + "/www/index.html")
+        << "<html><body>sonde test page: hello 42</body></html>\n";
+    std::ofstream(dir + "/www/auth/index.html") << "secret area\n";
+    {
+      std::ofstream big(dir + "/www/big.bin", std::ios::binary);
+      std::string chunk(64 * 1024, 'x');
+      for (std::size_t i = 0; i < big_size / chunk.size(); ++i) big << chunk;
+    }
+    std::ofstream(dir + "/htpasswd") << "alice:{PLAIN}wonderland\n";
+    http_port = free_port();
+    valid_port = free_port();
+    expired_port = free_port();
+    self_port = free_port();
+    h2_port = free_port();
+    auto tls_server = [&](unsigned short port, const cert_files& c, const std::string& extra) {
+      return "  server {\n    listen 127.0.0.1:" + std::to_string(port) + " ssl" + extra +
+             ";\n    ssl_certificate " + c.cert + ";\n    ssl_certificate_key " + c.key +
+             ";\n    root " + dir + "/www;\n  }\n";
+    };
+    std::ofstream conf(dir + "/nginx.conf");
+    conf << "worker_processes 1;\n"
+         << "error_log " << dir << "/error.log warn;\n"
+         << "pid " << dir << "/nginx.pid;\n"
+         << "events { worker_connections 256; }\n"
+         << "http {\n"
+         << "  access_log off;\n"
+         << "  default_type text/html;\n"
+         << "  client_body_temp_path " << dir << "/body;\n"
+         << "  proxy_temp_path " << dir << "/proxy;\n"
+         << "  fastcgi_temp_path " << dir << "/fastcgi;\n"
+         << "  uwsgi_temp_path " << dir << "/uwsgi;\n"
+         << "  scgi_temp_path " << dir << "/scgi;\n"
+         << "  server {\n"
+         << "    listen 127.0.0.1:" << http_port << ";\n"
+         << "    root " << dir << "/www;\n"
+         << "    location = /redirect { return 302 /; }\n"
+         << "    location = /loop { return 302 /loop; }\n"
+         << "    location = /teapot { return 418 \"short and stout\"; }\n"
+         << "    location /auth/ { auth_basic \"test\"; auth_basic_user_file " << dir
+         << "/htpasswd; }\n"
+         << "    location /slow/ { alias " << dir << "/www/; limit_rate 20k; }\n"
+         << "  }\n"
+         << tls_server(valid_port, certs.valid, "") << tls_server(expired_port, certs.expired, "")
+         << tls_server(self_port, certs.self_signed, "")
+         << tls_server(h2_port, certs.valid, " http2") << "}\n";
+    conf.close();
+    // Certificates live in a 0700 directory; the master reads them as root, that is enough.
+    proc_ = std::make_unique<child_process>(std::vector<std::string>{
+        "nginx", "-p", dir, "-c", dir + "/nginx.conf", "-g", "daemon off;"});
+    bool up = wait_until([&] {
+      return tcp_port_open(http_port) && tcp_port_open(valid_port) && tcp_port_open(expired_port) &&
+             tcp_port_open(self_port) && tcp_port_open(h2_port);
+    });
+    if (!up) {
+      std::ifstream log(dir + "/error.log");
+      std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+      throw std::runtime_error("nginx did not start: " + text);
+    }
+  }
+  ~nginx_server() {
+    proc_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  nginx_server(const nginx_server&) = delete;
+  nginx_server& operator=(const nginx_server&) = delete;
+
+  std::string http(const std::string& path = "/") const {
+    return "http://127.0.0.1:" + std::to_string(http_port) + path;
+  }
+  static std::string https(unsigned short port, const std::string& path = "/") {
+    return "https://127.0.0.1:" + std::to_string(port) + path;
+  }
+
+ private:
+  std::unique_ptr<child_process> proc_;
+};
+
+/// One nginx for the whole test run (started on first use).
+inline nginx_server& shared_nginx() {
+  static nginx_server s;
+  return s;
+}
+
+/// What a fault_server does with each connection.
+enum class fault {
+  garbage,        ///< read the request, answer bytes that are not HTTP, close
+  stall_headers,  ///< read the request, send half a status line and headers, then hang
+  close_at_once,  ///< close right after accepting
+};
+
+/// A blocking TCP server on 127.0.0.1:<port> in its own thread, for faults. Every wait is
+/// bounded (poll with 50 ms steps; a connection is held at most 10 s).
+class fault_server {
+ public:
+  explicit fault_server(fault mode) : mode_(mode) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(fd_, 16) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("fault_server: cannot listen on 127.0.0.1");
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~fault_server() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  fault_server(const fault_server&) = delete;
+  fault_server& operator=(const fault_server&) = delete;
+
+  unsigned short port() const { return port_; }
+  std::string url(const std::string& path = "/") const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
+
+ private:
+  bool wait_readable(int fd, int step_limit) {
+    for (int i = 0; i < step_limit && !stop_; ++i) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) > 0) return true;
+    }
+    return false;
+  }
+  void serve() {
+    while (!stop_) {
+      if (!wait_readable(fd_, 1)) continue;
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      if (mode_ != fault::close_at_once) {
+        char buf[4096];
+        if (wait_readable(c, 40)) (void)::read(c, buf, sizeof buf);
+        const char* text = mode_ == fault::garbage
+                               ? "SSH-2.0-OpenSSH_9.2 this is not HTTP at all\r\n\r\n"
+                               : "HTTP/1.1 200 OK\r\nContent-Type: text/pl";
+        (void)::send(c, text, std::char_traits<char>::length(text), MSG_NOSIGNAL);
+        if (mode_ == fault::stall_headers) {
+          for (int i = 0; i < 200 && !stop_; ++i) {  // hold up to 10 s or until the peer goes
+            if (wait_readable(c, 1) && ::read(c, buf, sizeof buf) <= 0) break;
+          }
+        }
+      }
+      ::close(c);
+    }
+  }
+
+  fault mode_;
+  int fd_ = -1;
+  unsigned short port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace sonde::test
