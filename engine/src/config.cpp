@@ -34,16 +34,20 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
   std::size_t best_d = std::max<std::size_t>(2, w.size() / 3) + 1;
   for (const auto& cand : candidates) {
     std::string c = lower(cand);
-    std::vector<std::size_t> prev(c.size() + 1), cur(c.size() + 1);
-    for (std::size_t j = 0; j <= c.size(); ++j) prev[j] = j;
-    for (std::size_t i = 1; i <= w.size(); ++i) {
-      cur[0] = i;
-      for (std::size_t j = 1; j <= c.size(); ++j)
-        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (w[i - 1] != c[j - 1])});
-      std::swap(prev, cur);
-    }
-    if (prev[c.size()] < best_d) {
-      best_d = prev[c.size()];
+    // Optimal string alignment distance: an adjacent swap ("tpc" for "tcp") is one edit.
+    std::vector<std::vector<std::size_t>> d(w.size() + 1, std::vector<std::size_t>(c.size() + 1));
+    for (std::size_t i = 0; i <= w.size(); ++i) d[i][0] = i;
+    for (std::size_t j = 0; j <= c.size(); ++j) d[0][j] = j;
+    for (std::size_t i = 1; i <= w.size(); ++i)
+      for (std::size_t j = 1; j <= c.size(); ++j) {
+        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
+                            d[i - 1][j - 1] + (w[i - 1] != c[j - 1] ? 1u : 0u)});
+        if (i > 1 && j > 1 && w[i - 1] == c[j - 2] && w[i - 2] == c[j - 1])
+          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    const std::size_t dist = d[w.size()][c.size()];
+    if (dist < best_d) {
+      best_d = dist;
       best = cand;
     }
   }

@@ -197,6 +197,7 @@ name = "x"
 TEST_CASE("config: closest() suggests within a small edit distance only", "[config]") {
   CHECK(closest("expct_status", {"expect_status", "timeout"}) == "expect_status");
   CHECK(closest("zzzzzz", {"expect_status", "timeout"}).empty());
+  CHECK(closest("tpc", {"http", "icmp", "ntp", "tcp", "udp"}) == "tcp");  // a swap is one edit
 }
 
 TEST_CASE("config: a checker refuses a schedule that cannot finish within the timeout",
