@@ -23,6 +23,11 @@ case $proto in
   icmp|icmp-multi) type=icmp; extra='count = 1' ;;
   tcp) type=tcp; extra='' ;;
   udp-closed) type=udp; extra='send = "x"' ;;
+  http) type=http; extra='' ;;
+  ntp) type=ntp; extra='' ;;
+  dns) type=dns
+       extra="query = \"${BENCH_DNS_NAME:-www.example.test}\"
+record_type = \"${BENCH_DNS_TYPE:-A}\"" ;;
   *) echo "bench-engine.sh: unsupported protocol $proto" >&2; exit 2 ;;
 esac
 
