@@ -17,6 +17,9 @@ if(Asio_FOUND AND NOT TARGET Asio::asio)
   add_library(Asio::asio INTERFACE IMPORTED)
   set_target_properties(Asio::asio PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${Asio_INCLUDE_DIR}"
-    INTERFACE_COMPILE_DEFINITIONS "ASIO_STANDALONE;ASIO_NO_DEPRECATED"
+    # ASIO_DISABLE_STD_ALIGNED_ALLOC: otherwise ASIO picks aligned_alloc or operator new depending
+    # on whether a libstdc++ header came first in each translation unit, and engine and plugins
+    # then free each other's handler memory with the wrong function (ASan: alloc-dealloc-mismatch).
+    INTERFACE_COMPILE_DEFINITIONS "ASIO_STANDALONE;ASIO_NO_DEPRECATED;ASIO_DISABLE_STD_ALIGNED_ALLOC"
     INTERFACE_LINK_LIBRARIES Threads::Threads)
 endif()

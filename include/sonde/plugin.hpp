@@ -44,6 +44,11 @@
 #else
 #define SONDE_DETAIL_FP_NOTYPEID ""
 #endif
+#if defined(ASIO_DISABLE_STD_ALIGNED_ALLOC)
+#define SONDE_DETAIL_FP_ALIGNED ",no_std_aligned_alloc"
+#else
+#define SONDE_DETAIL_FP_ALIGNED ""
+#endif
 #if defined(ASIO_HAS_IO_URING) || defined(ASIO_DISABLE_EPOLL)
 #define SONDE_DETAIL_FP_REACTOR ",reactor=nonstd"
 #else
