@@ -171,13 +171,9 @@ class dns_probe {
         return tl::unexpected(option_error("expect_answers", "expect_answers has an empty value"));
       p.expected_.push_back(normalize(v));
     }
-    auto fam = detail::parse_family_text(o.family);
-    if (!fam)
-      return tl::unexpected(
-          option_error("family", "family must be auto, ipv4 or ipv6, not \"" + o.family + "\""));
-    p.family_ = *fam == 4   ? address_family::ipv4
-                : *fam == 6 ? address_family::ipv6
-                            : address_family::any;
+    auto fam = detail::family_option(o.family);
+    if (!fam) return tl::unexpected(fam.error());
+    p.family_ = *fam;
     if (o.edns_udp_size != 0 && (o.edns_udp_size < 512 || o.edns_udp_size > 65535))
       return tl::unexpected(
           option_error("edns_udp_size", "edns_udp_size must be 0 (no EDNS) or 512 to 65535"));

@@ -909,14 +909,10 @@ class icmp_probe {
                                  " to send, not less than the timeout (" +
                                  format_duration(o.timeout) +
                                  "); lower count or packet_interval, or raise the timeout"));
-    auto fam = detail::parse_family_text(o.family);
-    if (!fam)
-      return tl::unexpected(option_error(
-          "family", "option 'family' must be auto, ipv4 or ipv6, not \"" + o.family + "\""));
+    auto fam = detail::family_option(o.family);
+    if (!fam) return tl::unexpected(fam.error());
     icmp_probe p;
-    p.family_ = *fam == 4   ? address_family::ipv4
-                : *fam == 6 ? address_family::ipv6
-                            : address_family::any;
+    p.family_ = *fam;
     p.opts_ = std::move(o);
     return p;
   }

@@ -110,13 +110,9 @@ class ntp_probe {
     if (o.version != 3 && o.version != 4)
       return tl::unexpected(
           option_error("version", "version must be 3 or 4, not " + std::to_string(o.version)));
-    auto fam = detail::parse_family_text(o.family);
-    if (!fam)
-      return tl::unexpected(
-          option_error("family", "family must be auto, ipv4 or ipv6, not \"" + o.family + "\""));
-    p.family_ = *fam == 4   ? address_family::ipv4
-                : *fam == 6 ? address_family::ipv6
-                            : address_family::any;
+    auto fam = detail::family_option(o.family);
+    if (!fam) return tl::unexpected(fam.error());
+    p.family_ = *fam;
     p.opts_ = std::move(o);
     return p;
   }

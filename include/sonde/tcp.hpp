@@ -105,10 +105,8 @@ class tcp_probe {
     if (!send) return tl::unexpected(option_error("send", "bad escape sequence in 'send'"));
     auto expect = detail::decode_escapes(o.expect);
     if (!expect) return tl::unexpected(option_error("expect", "bad escape sequence in 'expect'"));
-    auto fam = detail::parse_family_text(o.family);
-    if (!fam)
-      return tl::unexpected(
-          option_error("family", "family must be auto, ipv4 or ipv6, not \"" + o.family + "\""));
+    auto fam = detail::family_option(o.family);
+    if (!fam) return tl::unexpected(fam.error());
     if (o.close != "reset" && o.close != "graceful")
       return tl::unexpected(option_error("close", "close must be \"reset\" or \"graceful\""));
     if (o.max_reply < 1 || o.max_reply > (64 << 20))
@@ -118,9 +116,7 @@ class tcp_probe {
                                          "'server_name' and 'ca_file' need tls = true"));
     p.send_ = std::move(*send);
     p.expect_ = std::move(*expect);
-    p.family_ = *fam == 4   ? address_family::ipv4
-                : *fam == 6 ? address_family::ipv6
-                            : address_family::any;
+    p.family_ = *fam;
     if (o.tls) {
       auto ctx = detail::make_client_tls_context(o.ca_file);
       if (!ctx) return tl::unexpected(ctx.error());

@@ -174,13 +174,9 @@ class udp_probe {
     auto expect = detail::decode_escapes(o.expect);
     if (!expect) return tl::unexpected(option_error("expect", "bad escape sequence in 'expect'"));
     p.expect_ = std::move(*expect);
-    auto fam = detail::parse_family_text(o.family);
-    if (!fam)
-      return tl::unexpected(
-          option_error("family", "family must be auto, ipv4 or ipv6, not \"" + o.family + "\""));
-    p.family_ = *fam == 4   ? address_family::ipv4
-                : *fam == 6 ? address_family::ipv6
-                            : address_family::any;
+    auto fam = detail::family_option(o.family);
+    if (!fam) return tl::unexpected(fam.error());
+    p.family_ = *fam;
     if (o.max_reply < 1 || o.max_reply > max_datagram)
       return tl::unexpected(option_error("max_reply", "max_reply must be 1 to 65535"));
     p.opts_ = std::move(o);

@@ -12,6 +12,7 @@
 #include <asio/steady_timer.hpp>
 
 #include "../probe.hpp"
+#include "../resolve.hpp"
 #include "../result.hpp"
 
 namespace sonde::detail {
@@ -152,12 +153,14 @@ inline std::string excerpt(std::string_view bytes, std::size_t max = 60) {
   return out;
 }
 
-/// Parse the common `family` option.
-inline std::optional<int> parse_family_text(std::string_view f) {
-  if (f == "auto" || f.empty()) return 0;
-  if (f == "ipv4" || f == "inet" || f == "4") return 4;
-  if (f == "ipv6" || f == "inet6" || f == "6") return 6;
-  return std::nullopt;
+/// The common `family` option: "auto" (or empty), "ipv4" ("inet", "4") or "ipv6" ("inet6",
+/// "6"). Anything else is an invalid_option error on key "family".
+inline tl::expected<address_family, probe_error> family_option(std::string_view f) {
+  if (f == "auto" || f.empty()) return address_family::any;
+  if (f == "ipv4" || f == "inet" || f == "4") return address_family::ipv4;
+  if (f == "ipv6" || f == "inet6" || f == "6") return address_family::ipv6;
+  return tl::unexpected(
+      option_error("family", "family must be auto, ipv4 or ipv6, not \"" + std::string(f) + "\""));
 }
 
 }  // namespace sonde::detail
