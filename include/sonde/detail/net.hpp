@@ -4,6 +4,7 @@
 /// escape decoding for payload options, and printable excerpts of replies.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,10 +24,14 @@ namespace sonde::detail {
 class watchdog {
  public:
   template <class F>
-  watchdog(const asio::any_io_executor& ex, deadline dl, F on_fire) : timer_(ex) {
+  watchdog(const asio::any_io_executor& ex, deadline dl, F on_fire)
+      : timer_(ex), alive_(std::make_shared<bool>(true)) {
     timer_.expires_at(dl);
-    timer_.async_wait([this, f = std::move(on_fire)](asio::error_code ec) mutable {
-      if (ec) return;
+    // The expiry may already be queued when the run finishes for another reason and destroys
+    // the watchdog; cancelling cannot recall it, so the handler checks that we still exist.
+    timer_.async_wait([this, alive = std::weak_ptr<bool>(alive_),
+                       f = std::move(on_fire)](asio::error_code ec) mutable {
+      if (ec || alive.expired()) return;
       fired_ = true;
       f();
     });
@@ -40,6 +45,7 @@ class watchdog {
 
  private:
   asio::steady_timer timer_;
+  std::shared_ptr<bool> alive_;  // expires with the watchdog; the handler holds a weak_ptr
   bool fired_ = false;
 };
 
