@@ -15,6 +15,11 @@
 ///
 /// Metrics: `latency` and `rtt` (s, send to first reply), `reply_bytes` (bytes, size of the
 /// first reply datagram). A refused run carries the time until the ICMP error as its latency.
+///
+/// Sockets are kept for the next run to the same address and port (detail::udp_socket_pool, one
+/// per io_context) when a run ended with a definite answer: an ICMP error, or a reply (then the
+/// next run first drains anything still queued). A run that ended without an answer closes its
+/// socket, so a late reply can never be taken for a later run's answer.
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,15 +27,22 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <asio/error.hpp>
+#include <asio/execution_context.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
 #include <asio/ip/address.hpp>
 #include <asio/ip/udp.hpp>
 #include <asio/use_awaitable.hpp>
@@ -41,6 +53,128 @@
 
 namespace sonde {
 namespace detail {
+
+/// Idle connected UDP sockets, kept per io_context for the next run to the same peer. A socket
+/// enters the pool only after a run that ended with a definite answer (an ICMP error, which
+/// leaves nothing queued, or a reply, after which the next user drains the queue), so what a
+/// reused socket receives answers the new run. Bounded: at most `max_idle` sockets, none older
+/// than `max_age`; the oldest are closed first. Thread-safe.
+class udp_socket_pool final : public asio::execution_context::service {
+ public:
+  using key_type = udp_socket_pool;
+  static inline asio::execution_context::id id;
+  static constexpr std::size_t max_idle = 256;
+  static constexpr std::chrono::seconds max_age{30};
+
+  explicit udp_socket_pool(asio::io_context& ctx) : service(ctx) {}
+  ~udp_socket_pool() override { shutdown(); }
+  void shutdown() override {
+    std::lock_guard lock(mu_);
+    for (auto& e : lru_) ::close(e.fd);
+    lru_.clear();
+    index_.clear();
+  }
+
+  /// An idle socket connected to `ep`: its descriptor (-1 if none) and whether the queue must
+  /// be drained before use.
+  struct lease {
+    int fd = -1;
+    bool drain = false;
+  };
+  lease take(const asio::ip::udp::endpoint& ep) {
+    std::lock_guard lock(mu_);
+    expire(clock::now());
+    auto it = index_.find(key_of(ep));
+    if (it == index_.end()) return {};
+    auto pos = it->second;
+    index_.erase(it);
+    lease l{pos->fd, pos->drain};
+    lru_.erase(pos);
+    ++reused_;
+    return l;
+  }
+  /// Keep `fd` (connected to `ep`) for later; `drain` when a reply may still be queued.
+  void give(const asio::ip::udp::endpoint& ep, int fd, bool drain) {
+    std::lock_guard lock(mu_);
+    auto now = clock::now();
+    expire(now);
+    if (lru_.size() >= max_idle) evict(lru_.begin());
+    lru_.push_back(entry{key_of(ep), fd, drain, now});
+    index_.emplace(lru_.back().key, std::prev(lru_.end()));
+  }
+
+  struct stats_t {
+    std::size_t idle = 0;      ///< sockets waiting in the pool
+    std::uint64_t reused = 0;  ///< runs that took a pooled socket
+  };
+  stats_t stats() {
+    std::lock_guard lock(mu_);
+    return {lru_.size(), reused_};
+  }
+
+ private:
+  /// Address bytes, port and family: equal keys mean the same peer.
+  struct key_t {
+    std::array<unsigned char, 16> addr{};
+    std::uint16_t port = 0;
+    bool v6 = false;
+    bool operator==(const key_t&) const = default;
+  };
+  struct key_hash {
+    std::size_t operator()(const key_t& k) const noexcept {
+      std::uint64_t a, b;
+      std::memcpy(&a, k.addr.data(), 8);
+      std::memcpy(&b, k.addr.data() + 8, 8);
+      std::uint64_t h = a * 0x9E3779B97F4A7C15ULL ^ b * 0xC2B2AE3D27D4EB4FULL;
+      h ^= (std::uint64_t{k.port} << 1 | (k.v6 ? 1u : 0u)) * 0x165667B19E3779F9ULL;
+      return static_cast<std::size_t>(h ^ (h >> 29));
+    }
+  };
+  struct entry {
+    key_t key;
+    int fd;
+    bool drain;
+    clock::time_point since;
+  };
+  using list_t = std::list<entry>;
+
+  static key_t key_of(const asio::ip::udp::endpoint& ep) {
+    key_t k;
+    k.port = ep.port();
+    k.v6 = ep.address().is_v6();
+    if (k.v6) {
+      k.addr = ep.address().to_v6().to_bytes();
+    } else {
+      auto b = ep.address().to_v4().to_bytes();
+      std::copy(b.begin(), b.end(), k.addr.begin());
+    }
+    return k;
+  }
+  void evict(list_t::iterator pos) {
+    auto [lo, hi] = index_.equal_range(pos->key);
+    for (auto it = lo; it != hi; ++it)
+      if (it->second == pos) {
+        index_.erase(it);
+        break;
+      }
+    ::close(pos->fd);
+    lru_.erase(pos);
+  }
+  void expire(clock::time_point now) {
+    while (!lru_.empty() && now - lru_.front().since > max_age) evict(lru_.begin());
+  }
+
+  std::mutex mu_;
+  list_t lru_;  // oldest first
+  std::unordered_multimap<key_t, list_t::iterator, key_hash> index_;
+  std::uint64_t reused_ = 0;
+};
+
+/// Pool statistics of `ctx` (all zero when no UDP probe ran on it).
+inline udp_socket_pool::stats_t udp_pool_stats(asio::io_context& ctx) {
+  if (!asio::has_service<udp_socket_pool>(ctx)) return {};
+  return asio::use_service<udp_socket_pool>(ctx).stats();
+}
 
 /// A connected datagram socket that stays a plain descriptor until the run has to wait. A
 /// probe whose answer is already queued when it looks (an ICMP error on loopback) then costs
@@ -61,6 +195,33 @@ class lazy_udp_socket {
     if (fd_ < 0) return last_error();
     if (::connect(fd_, ep.data(), static_cast<socklen_t>(ep.size())) != 0) return last_error();
     return {};
+  }
+  /// Take over `fd`, a socket of `protocol`'s family already connected to the peer.
+  void adopt(int fd, const asio::ip::udp& protocol) {
+    close();
+    protocol_ = protocol;
+    fd_ = fd;
+  }
+  /// Give up the descriptor, leaving the reactor if it was registered; -1 when there is none.
+  int release() noexcept {
+    if (sock_.is_open()) {
+      asio::error_code ec;
+      int fd = sock_.release(ec);
+      if (ec) {
+        sock_.close(ec);
+        return -1;
+      }
+      return fd;
+    }
+    return std::exchange(fd_, -1);
+  }
+  /// Discard whatever a previous run left queued: datagrams and a pending error. Bounded.
+  void drain() noexcept {
+    const int fd = this->fd();
+    for (int i = 0; i < 64; ++i) {
+      if (::recv(fd, nullptr, 0, MSG_DONTWAIT | MSG_TRUNC) >= 0) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;  // others are consumed errors
+    }
   }
   /// errno as an asio::error_code.
   static asio::error_code last_error() {
@@ -213,6 +374,7 @@ class udp_probe {
     }
 
     auto ex = co_await asio::this_coro::executor;
+    auto& pool = asio::use_service<detail::udp_socket_pool>(detail::io_context_of(ex));
     detail::lazy_udp_socket sock(ex);
     // Created only when the run has to wait: a refused loopback probe never arms a timer.
     std::optional<detail::watchdog> dog;
@@ -220,7 +382,20 @@ class udp_probe {
     for (std::size_t i = 0; i < addrs.size(); ++i) {
       const bool last = i + 1 == addrs.size();
       asio::ip::udp::endpoint ep(addrs[i], t.port);
-      ec = sock.open_connected(ep);  // no traffic: binds the peer so ICMP errors reach us
+      // A socket whose last run here got a definite answer, or a new one (connect sends no
+      // traffic: it binds the peer so that ICMP errors reach us).
+      if (auto kept = pool.take(ep); kept.fd >= 0) {
+        sock.adopt(kept.fd, ep.protocol());
+        if (kept.drain) sock.drain();
+        ec.clear();
+      } else {
+        ec = sock.open_connected(ep);
+      }
+      // After a definite answer the socket serves the next run to this peer; after none (a
+      // timeout) it is closed, so a late reply cannot answer a later run.
+      auto keep = [&](bool drain) {
+        if (int fd = sock.release(); fd >= 0) pool.give(ep, fd, drain);
+      };
       if (ec) {
         if (!last) continue;
         if (ec == asio::error::address_family_not_supported || ec == asio::error::no_descriptors ||
@@ -266,7 +441,11 @@ class udp_probe {
                                                  asio::experimental::as_tuple(asio::use_awaitable));
         if (dog->fired()) break;
       }
-      if (got) co_return judge_reply(std::move(obs), sock.fd(), size, t_reply - t_send);
+      if (got) {
+        auto judged = judge_reply(std::move(obs), sock.fd(), size, t_reply - t_send);
+        keep(true);  // the reply (or more of it) may still be queued: drain before reuse
+        co_return judged;
+      }
       if (ec == asio::error::would_block) {  // the deadline passed without an answer
         if (expect_.empty()) {
           obs.message = "no reply: open or filtered";
@@ -276,6 +455,7 @@ class udp_probe {
         }
         co_return std::move(obs);
       }
+      if (retry_next(ec)) keep(false);  // an ICMP error leaves nothing queued
       if (!last && retry_next(ec)) continue;
       obs.latency = t_reply - t_send;
       if (ec == asio::error::connection_refused)

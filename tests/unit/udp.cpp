@@ -5,8 +5,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -88,6 +94,94 @@ unsigned short closed_udp_port() {
   asio::io_context io;
   udp::socket s(io, udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   return s.local_endpoint().port();
+}
+
+/// A UDP server on 127.0.0.1 whose replies follow a script: for a request "x" it sends each
+/// reply of `script["x"]` ("{}" stands for the request) after its delay. Plain blocking
+/// sockets on a thread; stops within 20 ms of destruction.
+class scripted_udp_server {
+ public:
+  using step = std::pair<std::chrono::milliseconds, std::string>;
+  explicit scripted_udp_server(std::map<std::string, std::vector<step>> script)
+      : script_(std::move(script)) {
+    fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      throw std::runtime_error("scripted_udp_server: bind failed");
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~scripted_udp_server() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  scripted_udp_server(const scripted_udp_server&) = delete;
+  scripted_udp_server& operator=(const scripted_udp_server&) = delete;
+  std::string target_text() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  struct pending {
+    clock::time_point at;
+    sockaddr_in to;
+    std::string data;
+  };
+  void loop() {
+    std::vector<pending> queue;
+    std::array<char, 2048> buf{};
+    while (!stop_) {
+      auto now = clock::now();
+      for (auto it = queue.begin(); it != queue.end();) {
+        if (it->at <= now) {
+          ::sendto(fd_, it->data.data(), it->data.size(), 0,
+                   reinterpret_cast<const sockaddr*>(&it->to), sizeof it->to);
+          it = queue.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 5) <= 0) continue;
+      sockaddr_in from{};
+      socklen_t len = sizeof from;
+      auto n = ::recvfrom(fd_, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &len);
+      if (n < 0) continue;
+      std::string req(buf.data(), static_cast<std::size_t>(n));
+      auto it = script_.find(req);
+      if (it == script_.end()) continue;
+      for (auto& [delay, text] : it->second) {
+        std::string out = text;
+        if (auto pos = out.find("{}"); pos != std::string::npos) out.replace(pos, 2, req);
+        queue.push_back({clock::now() + delay, from, out});
+      }
+    }
+  }
+  std::map<std::string, std::vector<step>> script_;
+  int fd_ = -1;
+  unsigned short port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+/// Run `p` against each (target, timeout) in turn on one io_context, so that they share its
+/// socket pool.
+std::vector<probe_result> run_sequence(const udp_probe& p, const std::string& target, int n,
+                                       std::chrono::milliseconds timeout, asio::io_context& io) {
+  std::vector<probe_result> out;
+  auto t = test::target_for<udp_probe>(target);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < n; ++i) out.push_back(co_await p.run(t, clock::now() + timeout));
+      },
+      asio::detached);
+  io.run();
+  io.restart();
+  return out;
 }
 
 option_set opts(std::initializer_list<std::pair<const char*, option_value>> kv) {
@@ -228,6 +322,59 @@ TEST_CASE("udp: host names resolve through sonde::resolve", "[udp][integration]"
   auto wrong = run_udp(opts({{"family", std::string("ipv6")}}), "127.0.0.1:9");
   REQUIRE(wrong);
   CHECK(wrong->why == reason::resolve);
+}
+
+TEST_CASE("udp: a socket that got an ICMP error serves the next run to that port",
+          "[udp][integration]") {
+  asio::io_context io;
+  auto p = test::make<udp_probe>(opts({{"send", std::string("x")}}));
+  auto results = run_sequence(p, "127.0.0.1:" + std::to_string(closed_udp_port()), 50, 2000ms, io);
+  REQUIRE(results.size() == 50);
+  for (auto& r : results) {
+    REQUIRE(r);
+    CHECK(r->why == reason::refused);
+  }
+  auto st = detail::udp_pool_stats(io);
+  CHECK(st.reused == 49);  // one socket for all fifty runs
+  CHECK(st.idle == 1);
+}
+
+TEST_CASE("udp: a reused socket drains what the last run left queued", "[udp][integration]") {
+  // Each request gets two datagrams; the second is still queued when the next run starts.
+  scripted_udp_server srv({{"a", {{0ms, "first:{}"}, {20ms, "second:{}"}}},
+                           {"b", {{0ms, "first:{}"}, {20ms, "second:{}"}}}});
+  asio::io_context io;
+  auto pa =
+      test::make<udp_probe>(opts({{"send", std::string("a")}, {"expect", std::string("first:a")}}));
+  auto ra = run_sequence(pa, srv.target_text(), 1, 2000ms, io);
+  REQUIRE(ra.at(0));
+  CHECK(ra[0]->why == reason::none);
+  std::this_thread::sleep_for(80ms);  // "second:a" arrives on the pooled socket
+  auto pb =
+      test::make<udp_probe>(opts({{"send", std::string("b")}, {"expect", std::string("first:b")}}));
+  auto rb = run_sequence(pb, srv.target_text(), 1, 2000ms, io);
+  REQUIRE(rb.at(0));
+  CHECK(rb[0]->why == reason::none);
+  CHECK(rb[0]->message == "reply contains \"first:b\"");
+  CHECK(detail::udp_pool_stats(io).reused == 1);
+}
+
+TEST_CASE("udp: a run without an answer never passes its socket on", "[udp][integration]") {
+  // "slow" is answered after 150 ms, long after its run gave up at 40 ms; "next" is answered
+  // after 300 ms. Had the next run inherited the socket, the late "late:slow" would be its reply.
+  scripted_udp_server srv({{"slow", {{150ms, "late:{}"}}}, {"next", {{300ms, "fresh:{}"}}}});
+  asio::io_context io;
+  auto slow = test::make<udp_probe>(opts({{"send", std::string("slow")}}));
+  auto r1 = run_sequence(slow, srv.target_text(), 1, 40ms, io);
+  REQUIRE(r1.at(0));
+  CHECK(r1[0]->message == "no reply: open or filtered");
+  auto next = test::make<udp_probe>(
+      opts({{"send", std::string("next")}, {"expect", std::string("fresh:")}}));
+  auto r2 = run_sequence(next, srv.target_text(), 1, 2000ms, io);
+  REQUIRE(r2.at(0));
+  CHECK(r2[0]->why == reason::none);
+  CHECK_THAT(r2[0]->message, Catch::Contains("fresh:"));
+  CHECK(detail::udp_pool_stats(io).reused == 0);
 }
 
 TEST_CASE("udp: option errors name the key", "[udp]") {
