@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -180,7 +181,7 @@ class icmp_channel {
   /// send() result when 65535 requests are already pending on this socket.
   static constexpr int table_full = -1;
 
-  icmp_channel(asio::io_context& ctx, int family) : ctx_(ctx), family_(family) {}
+  icmp_channel(asio::io_context& ctx, int family) : ctx_(ctx), family_(family), heartbeat_(ctx) {}
   icmp_channel(const icmp_channel&) = delete;
   icmp_channel& operator=(const icmp_channel&) = delete;
 
@@ -268,7 +269,10 @@ class icmp_channel {
       ::close(fd);
       return tl::unexpected(probe_error{probe_errc::resource, "", e.what()});
     }
-    if (rx_data_.empty()) rx_data_.assign(batch * rx_size_, 0);
+    if (rx_data_.empty()) {
+      rx_data_.assign(batch * rx_size_, 0);
+      headers_ready_ = false;
+    }
     mode_ = mode;
     ++stats_.sockets_opened;
     stats_.mode = mode;
@@ -281,20 +285,19 @@ class icmp_channel {
     if (need <= rx_size_) return;
     rx_size_ = (need + 1023) / 1024 * 1024;
     rx_data_.assign(batch * rx_size_, 0);
+    headers_ready_ = false;
   }
 
   /// A run starts using the socket: the receive loop runs while any run is active.
   void begin() {
     ++active_runs_;
+    busy_since_beat_ = true;
+    if (!beating_ && !closed_) beat();
     if (!desc_) return;
-    if (!reading_) {
-      drain();  // whatever arrived while nobody was listening (edge-triggered reactor)
-      arm_read();
-    }
-    if (mode_ == icmp_socket_mode::datagram && !watching_errors_) {
-      drain_errors();
-      arm_errors();
-    }
+    // Arming a wait re-registers the socket with epoll (EPOLL_CTL_MOD), which reports
+    // anything that arrived while nobody was listening: no drain is needed first.
+    if (!reading_) arm_read();
+    if (mode_ == icmp_socket_mode::datagram && !watching_errors_) arm_errors();
   }
 
   /// A run ends: release its pending requests; stop the receive loop when no run is left, so
@@ -389,6 +392,7 @@ class icmp_channel {
   /// Close the socket (io_context shutdown); the tables stay valid for late end() calls.
   void shutdown() {
     closed_ = true;
+    heartbeat_.cancel();
     if (desc_) {
       asio::error_code ignored;
       desc_->close(ignored);
@@ -440,6 +444,25 @@ class icmp_channel {
     slots_.swap(bigger);
   }
 
+  // ---- heartbeat ------------------------------------------------------------------------
+  // A short timer that runs while the channel is busy. Each run waits on its own deadline
+  // timer; when that timer is the earliest one in the io_context, arming it reprograms the
+  // kernel timer (timerfd_settime), which at one run at a time would cost a system call per
+  // run. The heartbeat is always earlier than any run's deadline, so run timers queue without
+  // a system call, and the heartbeat itself rearms at most every `heartbeat_period`. It stops
+  // one period after the last run, so an idle io_context still returns from run().
+  static constexpr std::chrono::milliseconds heartbeat_period{10};
+  void beat() {
+    beating_ = true;
+    busy_since_beat_ = false;
+    heartbeat_.expires_after(heartbeat_period);
+    heartbeat_.async_wait([this](asio::error_code ec) {
+      beating_ = false;
+      if (ec || closed_) return;
+      if (active_runs_ > 0 || busy_since_beat_) beat();
+    });
+  }
+
   // ---- receive loop --------------------------------------------------------------------
   void arm_read() {
     reading_ = true;
@@ -450,11 +473,32 @@ class icmp_channel {
         ++stats_.malformed;  // should not happen; do not spin on a broken descriptor
         return;
       }
-      // After a cancel (the last run ended) a new run may have started and its replies'
-      // readiness edge may have passed while no wait was queued: drain before waiting again.
-      if (!ec || active_runs_ > 0) drain();
-      if (active_runs_ > 0 && !reading_) arm_read();
+      if (!ec) drain();
+      rearm_later(rearm_read_posted_, &icmp_channel::rearm_read, !ec);
     });
+  }
+
+  /// Wait again if runs are still active. After a wake that delivered replies, the check is
+  /// posted: the runs those replies completed end first, and when the last one has ended
+  /// (one run at a time, the common case) no wait is armed at all; the next begin() arms one.
+  /// After a cancel it is immediate (a run that began meanwhile needs the wait).
+  void rearm_later(bool& posted, void (icmp_channel::*rearm)(), bool defer) {
+    if (!defer) {
+      (this->*rearm)();
+      return;
+    }
+    if (posted || active_runs_ == 0) return;
+    posted = true;
+    asio::post(ctx_, [this, &posted, rearm] {
+      posted = false;
+      if (!closed_) (this->*rearm)();
+    });
+  }
+  void rearm_read() {
+    if (desc_ && active_runs_ > 0 && !reading_) arm_read();
+  }
+  void rearm_errors() {
+    if (desc_ && active_runs_ > 0 && !watching_errors_) arm_errors();
   }
 
   void arm_errors() {
@@ -464,8 +508,8 @@ class icmp_channel {
       watching_errors_ = false;
       if (closed_ || !desc_) return;
       if (ec && ec != asio::error::operation_aborted) return;
-      if (!ec || active_runs_ > 0) drain_errors();
-      if (active_runs_ > 0 && !watching_errors_) arm_errors();
+      if (!ec) drain_errors();
+      rearm_later(rearm_errors_posted_, &icmp_channel::rearm_errors, !ec);
     });
   }
 
@@ -475,19 +519,22 @@ class icmp_channel {
     if (!desc_) return;
     const int fd = desc_->native_handle();
     int failures = 0;
-    for (int round = 0; round < rounds_per_wake; ++round) {
+    // The headers are set up once per buffer layout; recvmmsg only rewrites the lengths and
+    // flags of the entries it fills, which are reset after use. An empty queue (the common
+    // case) then costs the system call alone.
+    if (!headers_ready_) {
       for (std::size_t i = 0; i < batch; ++i) {
         iov_[i] = iovec{rx_data_.data() + i * rx_size_, rx_size_};
         msghdr& h = msgs_[i].msg_hdr;
         h.msg_name = &from_[i];
-        h.msg_namelen = sizeof(sockaddr_storage);
         h.msg_iov = &iov_[i];
         h.msg_iovlen = 1;
         h.msg_control = control_[i].bytes;
-        h.msg_controllen = control_size;
-        h.msg_flags = 0;
-        msgs_[i].msg_len = 0;
+        reset_header(msgs_[i]);
       }
+      headers_ready_ = true;
+    }
+    for (int round = 0; round < rounds_per_wake; ++round) {
       const int n = ::recvmmsg(fd, msgs_.data(), batch, MSG_DONTWAIT, nullptr);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -498,6 +545,7 @@ class icmp_channel {
       }
       const auto now = clock::now();
       for (int i = 0; i < n; ++i) on_datagram(msgs_[i].msg_hdr, msgs_[i].msg_len, now);
+      for (int i = 0; i < n; ++i) reset_header(msgs_[i]);
       if (static_cast<std::size_t>(n) < batch) return;
     }
     // Still more: continue after other handlers had their turn.
@@ -508,6 +556,13 @@ class icmp_channel {
         if (!closed_) drain();
       });
     }
+  }
+
+  static void reset_header(mmsghdr& m) noexcept {
+    m.msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+    m.msg_hdr.msg_controllen = control_size;
+    m.msg_hdr.msg_flags = 0;
+    m.msg_len = 0;
   }
 
   void on_datagram(msghdr& h, std::size_t len, clock::time_point now) {
@@ -731,12 +786,16 @@ class icmp_channel {
   std::size_t used_ = 0;
   std::size_t active_runs_ = 0;
   bool reading_ = false, watching_errors_ = false, drain_posted_ = false, closed_ = false;
+  asio::steady_timer heartbeat_;
+  bool beating_ = false, busy_since_beat_ = false;
+  bool rearm_read_posted_ = false, rearm_errors_posted_ = false;
   int sends_since_drain_ = 0;
   icmp_family_stats stats_;
   // Receive batch (reused; no per-packet allocation).
   std::size_t rx_size_ = 2048;
   std::vector<std::uint8_t> rx_data_;
   std::array<mmsghdr, batch> msgs_{};
+  bool headers_ready_ = false;  // msgs_ point into rx_data_ (reset when it is reallocated)
   std::array<iovec, batch> iov_{};
   std::array<sockaddr_storage, batch> from_{};
   std::array<control_buffer, batch> control_{};
@@ -806,11 +865,26 @@ class icmp_run_scope {
   icmp_run* run_;
 };
 
+/// The address as text; IPv4 without inet_ntop's sprintf (hot path: every run's message).
+inline std::string address_text(const asio::ip::address& a) {
+  if (!a.is_v4()) return a.to_string();
+  const auto b = a.to_v4().to_bytes();
+  char buf[16];
+  char* p = buf;
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (i) *p++ = '.';
+    p = std::to_chars(p, buf + sizeof buf, static_cast<unsigned>(b[i])).ptr;
+  }
+  return std::string(buf, p);
+}
+
 /// "0.052" (milliseconds with three decimals) from nanoseconds.
 inline std::string format_ms(double ns) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", ns / 1e6);
-  return buf;
+  char buf[64];
+  // to_chars: the same digits as printf("%.3f") at a fraction of the cost (hot path).
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, ns / 1e6, std::chars_format::fixed, 3);
+  if (ec != std::errc()) return "?";
+  return std::string(buf, end);
 }
 
 }  // namespace detail
@@ -957,7 +1031,7 @@ class icmp_probe {
     asio::ip::address addr = addrs->front();
     if (addr.is_v6() && addr.to_v6().is_v4_mapped())  // ::ffff:a.b.c.d is an IPv4 target
       addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-    const std::string addr_text = addr.to_string();
+    const std::string addr_text = detail::address_text(addr);
     auto& svc = asio::use_service<detail::icmp_service>(detail::io_context_of(ex));
     auto chan = svc.channel(addr.is_v6() ? AF_INET6 : AF_INET);
     if (!chan) co_return tl::unexpected(chan.error());

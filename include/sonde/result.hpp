@@ -76,6 +76,7 @@ struct observation {
         return;
       }
     }
+    if (metrics.empty()) metrics.reserve(8);  // most probes set a handful: one allocation
     metrics.push_back(metric{std::string(name), value});
   }
   /// The value of metric `name`; "latency" is derived from `latency` when not set explicitly.

@@ -569,3 +569,18 @@ TEST_CASE("icmp: no route to the target is unreachable", "[.icmp-netns]") {
   CHECK(b.stats.ipv4.pending == 0);
   check_expected_mode(b.stats.ipv4);
 }
+
+TEST_CASE("icmp: RTTs in messages are milliseconds with three decimals", "[icmp]") {
+  CHECK(detail::format_ms(52'000) == "0.052");
+  CHECK(detail::format_ms(1'234'567) == "1.235");
+  CHECK(detail::format_ms(0) == "0.000");
+  CHECK(detail::format_ms(12'345'678'901) == "12345.679");
+}
+
+TEST_CASE("icmp: addresses in messages are written like inet_ntop", "[icmp]") {
+  for (const char* a : {"127.0.0.1", "0.0.0.0", "255.255.255.255", "10.20.30.40", "::1",
+                        "2001:db8::1", "fe80::1"}) {
+    auto addr = asio::ip::make_address(a);
+    CHECK(detail::address_text(addr) == addr.to_string());
+  }
+}
