@@ -155,3 +155,98 @@ timeout = "20ms"
   CHECK(by["t"]->state == status::critical);
   CHECK(by["t"]->why == reason::timeout);
 }
+
+TEST_CASE("scheduler: tasks are added, paused, resumed and removed while running", "[scheduler]") {
+  auto tf = load(sleep_tasks(2, "20ms", "1ms", "20ms"));
+  auto extra = load(R"([[task]]
+name = "x"
+type = "sleep"
+target = "x"
+interval = "20ms"
+timeout = "20ms"
+delay = "10ms"
+value = 9
+)");
+  asio::io_context io;
+  scheduler s(io, tf.tasks, {100, false});
+  // Names are copied: a removed task's definition is freed with it.
+  struct names final : result_sink {
+    std::vector<std::string> got;
+    void on_result(const result_record& r) override { got.push_back(r.task->name); }
+  } c;
+  s.add_sink(&c);
+  s.start();
+  io.run_for(100ms);
+  auto count = [&](const std::string& name) {
+    return std::count(c.got.begin(), c.got.end(), name);
+  };
+  CHECK(count("t0") >= 3);
+  REQUIRE(s.add(extra.tasks[0]));
+  CHECK(!s.add(extra.tasks[0]));  // names are unique
+  CHECK(s.size() == 3);
+  io.run_for(15ms);  // an added task runs at once
+  CHECK(count("x") == 1);
+  REQUIRE(s.find("x"));
+  REQUIRE(s.find("x")->last_result());
+  CHECK(s.find("x")->last_result()->metrics[0].value == 9);
+
+  REQUIRE(s.pause("t0"));
+  CHECK(s.find("t0")->paused());
+  io.run_for(10ms);  // a run in flight may still finish
+  auto paused_at = count("t0");
+  io.run_for(100ms);
+  CHECK(count("t0") == paused_at);
+  CHECK(count("t1") >= 4);
+  REQUIRE(s.resume("t0"));
+  io.run_for(5ms);
+  CHECK(count("t0") == paused_at + 1);  // resumed: runs at once
+
+  // Removed while its run is in flight: the run finishes, its result is dropped.
+  io.run_for(12ms);
+  auto x_before = count("x");
+  REQUIRE(s.remove("x"));
+  CHECK(!s.find("x"));
+  CHECK(!s.remove("x"));
+  io.run_for(60ms);
+  CHECK(count("x") <= x_before + 1);
+  auto x_after = count("x");
+  io.run_for(60ms);
+  CHECK(count("x") == x_after);
+  CHECK(s.size() == 2);
+  CHECK(s.stats().in_flight <= 2);
+
+  // A removed slot is reused, with its old schedule forgotten.
+  extra.tasks[0].name = "y";
+  REQUIRE(s.add(extra.tasks[0]));
+  io.run_for(50ms);
+  CHECK(count("y") >= 2);
+  CHECK(count("y") <= 4);
+  std::vector<std::string> names;
+  s.for_each([&](const scheduled_task& t) { names.push_back(t.spec().name); });
+  CHECK(names == std::vector<std::string>{"t0", "t1", "y"});
+  bool stopped = false;
+  s.stop([&] { stopped = true; }, 1000ms);
+  io.run_for(200ms);
+  CHECK(stopped);
+}
+
+TEST_CASE("scheduler: resuming many tasks spreads their first runs", "[scheduler]") {
+  auto tf = load(sleep_tasks(4, "400ms", "1ms", "100ms"));
+  asio::io_context io;
+  scheduler s(io, tf.tasks, {100, false});
+  collect c;
+  s.add_sink(&c);
+  for (auto& t : tf.tasks) s.pause(t.name);
+  s.start();
+  io.run_for(50ms);
+  CHECK(c.got.empty());  // paused before start: nothing runs
+  io.restart();          // it ran out of work
+  auto t0 = std::chrono::system_clock::now();
+  s.resume(std::vector<std::string>{"t0", "t1", "t2", "t3"});
+  io.run_for(380ms);
+  REQUIRE(c.got.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    double got_ms = std::chrono::duration<double, std::milli>(c.got[i].time - t0).count();
+    CHECK(got_ms == Approx(100.0 * static_cast<double>(i)).margin(40));
+  }
+}

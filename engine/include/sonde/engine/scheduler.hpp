@@ -8,10 +8,12 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <queue>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <asio/io_context.hpp>
@@ -91,7 +93,39 @@ struct scheduler_stats {
   std::optional<std::chrono::steady_clock::time_point> first_start, last_done;
 };
 
+class scheduler;
+
+/// A task as the scheduler holds it: its definition, whether it is paused or running, and its
+/// last result. Owned by the scheduler; valid until the task is removed.
+class scheduled_task {
+ public:
+  const task_spec& spec() const { return *spec_; }
+  /// Paused over the control channel (its timer is off until resumed).
+  bool paused() const { return paused_; }
+  /// A run is in flight (or waiting for an in-flight slot).
+  bool running() const { return running_ || queued_; }
+  /// The last evaluated result, if the task has completed a run.
+  const std::optional<result_record>& last_result() const { return last_result_; }
+
+ private:
+  friend class scheduler;
+  scheduler* owner_ = nullptr;
+  task_spec* spec_ = nullptr;
+  std::unique_ptr<task_spec> owned_;  // tasks added after construction own their definition
+  std::size_t slot_ = 0;
+  std::chrono::steady_clock::time_point due_{};
+  std::uint32_t gen_ = 0;  // bumped on pause and removal: older heap entries are stale
+  bool running_ = false, queued_ = false, has_last_ = false, paused_ = false, removed_ = false;
+  status last_ = status::unknown;
+  std::optional<result_record> last_result_;
+};
+
 /// The scheduler. Not thread-safe: use from the io_context's thread.
+///
+/// Tasks passed to the constructor are referenced (the vector must outlive the scheduler);
+/// tasks added later with `add` are owned. Tasks can be added, removed, paused and resumed at
+/// any time, before or after `start`; a removed task's in-flight run finishes and its result is
+/// dropped.
 class scheduler {
  public:
   scheduler(asio::io_context& io, std::vector<task_spec>& tasks, scheduler_options opts);
@@ -100,6 +134,7 @@ class scheduler {
   ~scheduler();
 
   void add_sink(result_sink* s) { sinks_.push_back(s); }
+  void remove_sink(result_sink* s);
   /// Called once in `once` mode when every task has completed.
   void on_idle(std::function<void()> f) { on_idle_ = std::move(f); }
   /// Start scheduling.
@@ -108,36 +143,67 @@ class scheduler {
   /// or after `grace` at the latest.
   void stop(std::function<void()> done, std::chrono::milliseconds grace);
   const scheduler_stats& stats() const { return stats_; }
+  bool started() const { return started_; }
+  bool stopping() const { return stopping_; }
+
+  /// Add a task. Returns nullptr if a task of that name exists. After `start` an enabled task
+  /// runs at once, then at its interval.
+  const scheduled_task* add(task_spec spec);
+  /// Remove a task by name. Returns false if there is none.
+  bool remove(std::string_view name);
+  /// Pause a task: no new runs until resumed (a run in flight finishes). False if unknown.
+  bool pause(std::string_view name);
+  /// Resume a paused task: it runs at once, then at its interval. False if unknown.
+  bool resume(std::string_view name);
+  /// Resume several paused tasks, their first runs spread over their intervals (as at start).
+  void resume(const std::vector<std::string>& names);
+  /// The task called `name`, or nullptr.
+  const scheduled_task* find(std::string_view name) const;
+  /// Every task in the order added (the constructor's first).
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& s : states_)
+      if (!s.removed_ && s.spec_) f(s);
+  }
+  /// Number of tasks (any state).
+  std::size_t size() const { return live_; }
 
  private:
-  struct task_state {
-    scheduler* owner = nullptr;
-    task_spec* spec = nullptr;
-    std::chrono::steady_clock::time_point due{};
-    bool running = false, queued = false, has_last = false;
-    status last = status::unknown;
+  struct heap_item {
+    std::chrono::steady_clock::time_point due;
+    std::size_t slot;
+    std::uint32_t gen;
+    bool operator>(const heap_item& o) const { return due > o.due; }
   };
-  using heap_item = std::pair<std::chrono::steady_clock::time_point, std::size_t>;
 
   void arm();
   void on_timer();
-  void dispatch(std::size_t idx, std::chrono::steady_clock::time_point now);
-  void launch(std::size_t idx);
+  void schedule(scheduled_task& s, std::chrono::steady_clock::time_point due);
+  void dispatch(scheduled_task& s, std::chrono::steady_clock::time_point now);
+  void launch(scheduled_task& s);
   void pump();
-  void completed(task_state& s, const sonde_result& r);
+  void release(scheduled_task& s);
+  void build_index() const;
+  scheduled_task* lookup(std::string_view name) const;
+  void completed(scheduled_task& s, const sonde_result& r);
   static void on_done(void* user, const sonde_result* r);
 
   asio::io_context& io_;
-  std::vector<task_state> states_;
+  std::deque<scheduled_task> states_;  // a deque: addresses stay valid as tasks are added
+  std::vector<std::size_t> free_slots_;
+  mutable std::unordered_map<std::string_view, std::size_t> index_;  // built on first lookup
+  mutable bool indexed_ = false;
   scheduler_options opts_;
   std::priority_queue<heap_item, std::vector<heap_item>, std::greater<>> heap_;
-  std::deque<std::size_t> pending_;
+  std::deque<std::pair<std::size_t, std::uint32_t>> pending_;
   asio::steady_timer timer_, grace_timer_;
   std::vector<result_sink*> sinks_;
   std::function<void()> on_idle_, on_stopped_;
   scheduler_stats stats_;
-  std::size_t enabled_count_ = 0;
-  bool stopping_ = false, pump_posted_ = false;
+  std::size_t enabled_count_ = 0, live_ = 0;
+  bool started_ = false, stopping_ = false, pump_posted_ = false;
+  std::chrono::steady_clock::time_point armed_for_{};
+  bool armed_ = false;
 };
 
 }  // namespace sonde::engine
