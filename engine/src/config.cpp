@@ -13,6 +13,7 @@
 #include <toml++/toml.h>
 
 #include <sonde/engine/config.hpp>
+#include <sonde/engine/control_request.hpp>
 
 namespace fs = std::filesystem;
 
@@ -40,8 +41,8 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
     for (std::size_t j = 0; j <= c.size(); ++j) d[0][j] = j;
     for (std::size_t i = 1; i <= w.size(); ++i)
       for (std::size_t j = 1; j <= c.size(); ++j) {
-        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
-                            d[i - 1][j - 1] + (w[i - 1] != c[j - 1] ? 1u : 0u)});
+        d[i][j] = std::min(
+            {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (w[i - 1] != c[j - 1] ? 1u : 0u)});
         if (i > 1 && j > 1 && w[i - 1] == c[j - 2] && w[i - 2] == c[j - 1])
           d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
       }
@@ -288,6 +289,65 @@ tl::expected<condition, std::string> parse_condition_for(const probe_type_entry&
                         "' has no metric '" + c->metric + "'" + did_you_mean(c->metric, metrics));
 }
 
+namespace {
+
+// [control]: see docs/config.md. Kept apart from [engine] so the control server's settings are
+// validated (and positioned) with the rest of the file.
+void read_control_section(const std::string& path, const toml::table& t, control_settings& out,
+                          std::vector<config_error>& errors) {
+  static const std::vector<std::string> keys = {"listen",   "token",       "tls_cert",   "tls_key",
+                                                "max_line", "max_clients", "watch_queue"};
+  auto file_path = [&](const std::string& s) {
+    fs::path p(s);
+    if (p.is_relative()) p = fs::absolute(fs::path(path)).parent_path() / p;
+    return p.lexically_normal().string();
+  };
+  for (auto&& [k, v] : t) {
+    std::string key(k.str());
+    auto vpos = pos_of(path, v.source());
+    auto str = v.value_exact<std::string>();
+    auto integer = [&](std::int64_t lo, std::int64_t hi, std::int64_t& dst) {
+      auto i = v.value_exact<std::int64_t>();
+      if (!i || *i < lo || *i > hi)
+        errors.push_back({vpos, "'" + key + "' must be an integer from " + std::to_string(lo) +
+                                    " to " + std::to_string(hi)});
+      else
+        dst = *i;
+    };
+    if (key == "listen") {
+      if (!str)
+        errors.push_back({vpos, "'listen' must be a string such as \"127.0.0.1:6543\" or \"off\""});
+      else if (*str != "off" && !parse_listen_address(*str))
+        errors.push_back({vpos, "'listen': " + parse_listen_address(*str).error()});
+      else
+        out.listen = *str;
+    } else if (key == "token") {
+      if (!str || str->empty())
+        errors.push_back({vpos, "'token' must be a non-empty string"});
+      else
+        out.token = *str;
+    } else if (key == "tls_cert" || key == "tls_key") {
+      if (!str || str->empty())
+        errors.push_back({vpos, "'" + key + "' must be a file name"});
+      else
+        (key == "tls_cert" ? out.tls_cert : out.tls_key) = file_path(*str);
+    } else if (key == "max_line") {
+      integer(256, 16 << 20, out.max_line);
+    } else if (key == "max_clients") {
+      integer(1, 100000, out.max_clients);
+    } else if (key == "watch_queue") {
+      integer(1, 1000000, out.watch_queue);
+    } else {
+      errors.push_back({pos_of(path, k.source()),
+                        "unknown key '" + key + "' in [control]" + did_you_mean(key, keys)});
+    }
+  }
+  if (out.tls_cert.empty() != out.tls_key.empty())
+    errors.push_back({pos_of(path, t.source()), "[control] needs both 'tls_cert' and 'tls_key'"});
+}
+
+}  // namespace
+
 tl::expected<task_file, std::vector<config_error>> read_engine_section(const std::string& path) {
   std::vector<config_error> errors;
   task_file out;
@@ -307,13 +367,13 @@ tl::expected<task_file, std::vector<config_error>> read_engine_section(const std
     errors.push_back({pos_of(path, e.source()), std::string(e.description())});
     return tl::unexpected(errors);
   }
-  static const std::vector<std::string> top_keys = {"engine", "defaults", "task"};
+  static const std::vector<std::string> top_keys = {"engine", "control", "defaults", "task"};
   for (auto&& [k, v] : *doc) {
     std::string key(k.str());
     if (std::find(top_keys.begin(), top_keys.end(), key) == top_keys.end())
       errors.push_back({pos_of(path, k.source()),
                         "unknown top-level key '" + key + "'" + did_you_mean(key, top_keys) +
-                            "; expected [engine], [defaults] or [[task]]"});
+                            "; expected [engine], [control], [defaults] or [[task]]"});
   }
   if (auto* eng = (*doc)["engine"].node()) {
     if (auto* t = eng->as_table()) {
@@ -350,6 +410,12 @@ tl::expected<task_file, std::vector<config_error>> read_engine_section(const std
     } else {
       errors.push_back({pos_of(path, eng->source()), "'engine' must be a table: [engine]"});
     }
+  }
+  if (auto* ctl = (*doc)["control"].node()) {
+    if (auto* t = ctl->as_table())
+      read_control_section(path, *t, out.control, errors);
+    else
+      errors.push_back({pos_of(path, ctl->source()), "'control' must be a table: [control]"});
   }
   if (!errors.empty()) return tl::unexpected(errors);
   out.document = doc;

@@ -80,10 +80,22 @@ struct engine_settings {
   std::int64_t max_in_flight = 1000;
 };
 
+/// [control] settings: the control server of `sonde run` (docs/control-protocol.md).
+struct control_settings {
+  std::string listen;               ///< "host:port" or "off"; empty when the file does not say
+  std::string token;                ///< shared secret; required to listen beyond loopback
+  std::string tls_cert;             ///< PEM certificate chain (absolute); TLS when set with tls_key
+  std::string tls_key;              ///< PEM private key (absolute)
+  std::int64_t max_line = 65536;    ///< longest request line in bytes
+  std::int64_t max_clients = 512;   ///< connections at once; more are refused with an error
+  std::int64_t watch_queue = 1024;  ///< results queued per watcher before dropping
+};
+
 /// A loaded task file.
 struct task_file {
   std::string path;
   engine_settings engine;
+  control_settings control;
   std::vector<task_spec> tasks;
   std::shared_ptr<void> document;  ///< the parsed TOML; drop it once loaded to save memory
 };
