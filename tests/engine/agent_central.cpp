@@ -1,0 +1,259 @@
+// The agent commands of the control server in-process (engine/src/agent_commands.cpp): hello,
+// reports beyond the control line limit, dedupe, info round trip, a second connection with
+// the same name, disconnect. Real TCP on loopback; the tests speak the agent protocol through
+// blocking sockets (the real `sonde agent` against a real central: tests/cli/agents.sh).
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include <asio/post.hpp>
+
+#include <sonde/engine/agent_commands.hpp>
+#include <sonde/engine/config.hpp>
+#include <sonde/engine/task_set.hpp>
+
+#include "support/files.hpp"
+#include "support/plugins.hpp"
+
+using namespace sonde::engine;
+using sonde::test::plugins;
+using sonde::test::temp_dir;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+class client {
+ public:
+  explicit client(unsigned short port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      throw std::runtime_error("connect failed");
+    timeval tv{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~client() { ::close(fd_); }
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+  void send(const json& j) {
+    std::string s = j.dump() + "\n";
+    std::string_view v = s;
+    while (!v.empty()) {
+      auto n = ::send(fd_, v.data(), v.size(), MSG_NOSIGNAL);
+      if (n <= 0) throw std::runtime_error("send failed");
+      v.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  // The next line as JSON; nullopt on timeout or end of stream (eof() tells which).
+  std::optional<json> line() {
+    while (true) {
+      auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        auto j = json::parse(buf_.substr(0, nl));
+        buf_.erase(0, nl + 1);
+        return j;
+      }
+      char tmp[65536];
+      auto n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n == 0) eof_ = true;
+      if (n <= 0) return std::nullopt;
+      buf_.append(tmp, static_cast<std::size_t>(n));
+    }
+  }
+  json reply() {
+    for (int i = 0; i < 1000; ++i) {
+      auto j = line();
+      if (!j) throw std::runtime_error(eof_ ? "closed" : "no reply");
+      if (j->contains("ok")) return *j;
+    }
+    throw std::runtime_error("no reply");
+  }
+  json call(const json& req) {
+    send(req);
+    return reply();
+  }
+  bool eof() const { return eof_; }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+  bool eof_ = false;
+};
+
+// A central: empty task file, scheduler, control server, agent registry and commands.
+class central {
+ public:
+  explicit central(const temp_dir& d) {
+    auto path = d.write("central.toml", "");
+    auto tf = load_task_file(path, plugins());
+    if (!tf) throw std::runtime_error(tf.error().front().to_string());
+    file_ = std::move(*tf);
+    sched_ = std::make_unique<scheduler>(io_, file_.tasks, scheduler_options{1000, false});
+    tasks_ = std::make_unique<task_set>(*sched_, plugins(), path, d.path() + "/state");
+    control_options co;
+    co.listen = listen_address{"127.0.0.1", 0};
+    server_ = std::make_unique<control_server>(io_, *sched_, *tasks_, plugins(), co);
+    auto bound = server_->start();
+    if (!bound) throw std::runtime_error(bound.error());
+    port = bound->port;
+    reg_ = std::make_unique<agent_registry>(agent_registry_options{d.path() + "/state"});
+    reg_->on_result([this](const result_record& r) {
+      std::lock_guard<std::mutex> g(m_);
+      delivered_.push_back(r.task->name);
+    });
+    svc_ = std::make_unique<agent_service>(io_, *server_, *reg_);
+    sched_->start();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~central() {
+    asio::post(io_, [this] {
+      svc_->stop();
+      sched_->stop([this] { server_->close([this] { io_.stop(); }, 200ms); }, 500ms);
+    });
+    thread_.join();
+    svc_.reset();
+    reg_.reset();
+    server_.reset();
+    tasks_.reset();
+    sched_.reset();
+  }
+  std::vector<std::string> delivered() {
+    std::lock_guard<std::mutex> g(m_);
+    return delivered_;
+  }
+  unsigned short port = 0;
+
+ private:
+  asio::io_context io_;
+  task_file file_;
+  std::unique_ptr<scheduler> sched_;
+  std::unique_ptr<task_set> tasks_;
+  std::unique_ptr<control_server> server_;
+  std::unique_ptr<agent_registry> reg_;
+  std::unique_ptr<agent_service> svc_;
+  std::thread thread_;
+  std::mutex m_;
+  std::vector<std::string> delivered_;
+};
+
+json results(std::uint64_t from, std::uint64_t to) {
+  json a = json::array();
+  for (auto s = from; s <= to; ++s)
+    a.push_back({{"seq", s},
+                 {"time", "2026-11-21T02:40:56.123456Z"},
+                 {"task", "system"},
+                 {"type", "system"},
+                 {"target", "localhost"},
+                 {"status", "ok"},
+                 {"reason", nullptr},
+                 {"message", std::string(300, 'm')},
+                 {"metrics", {{"cpu.total", 1.0}, {"mem.used", 2.0}, {"mem.total", 4.0}}}});
+  return a;
+}
+
+json hello(const std::string& name) {
+  return {{"command", "agent_hello"},
+          {"protocol", 1},
+          {"agent", name},
+          {"seq", 1},
+          {"queue_id", "q1"},
+          {"interval_ms", 1000},
+          {"facts", {{"os", "TestOS"}}}};
+}
+
+}  // namespace
+
+TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect",
+          "[agent_central]") {
+  temp_dir d;
+  central c(d);
+  client a(c.port);
+  auto r = a.call(hello("x"));
+  REQUIRE(r["ok"] == true);
+  CHECK(r["last_seq"] == 0);
+  CHECK(r["seq"] == 1);
+
+  // 300 results: a line of about 150 KB, beyond the control channel's 64 KiB line limit.
+  json rep{{"command", "report"}, {"agent", "x"}, {"queue_id", "q1"},
+           {"dropped", 0},        {"seq", 2},     {"results", results(1, 300)}};
+  REQUIRE(rep.dump().size() > 65536);
+  r = a.call(rep);
+  REQUIRE(r["ok"] == true);
+  CHECK(r["ack"] == 300);
+  rep["results"] = results(299, 301);  // resent after a lost ack, plus one new
+  r = a.call(rep);
+  CHECK(r["ack"] == 301);
+  auto got = c.delivered();
+  CHECK(got.size() == 301);
+  CHECK(got.front() == "x/system");
+
+  client ctl(c.port);
+  r = ctl.call({{"command", "report"}, {"queue_id", "q1"}, {"results", results(1, 1)}});
+  CHECK(r["ok"] == false);
+  CHECK(r["error"] == "agent_hello first");
+  r = ctl.call({{"command", "agents"}});
+  REQUIRE(r["agents"].size() == 1);
+  CHECK(r["agents"][0]["agent"] == "x");
+  CHECK(r["agents"][0]["stored"] == 301);
+  CHECK(r["agents"][0]["duplicates"] == 2);
+  CHECK(r["agents"][0]["state"] == "ok");
+  CHECK(r["agents"][0]["connected"] == true);
+
+  // info: the event goes to the agent, its answer comes back to the asker as an event.
+  r = ctl.call({{"command", "agent"}, {"agent", "x"}, {"action", "info"}});
+  REQUIRE(r["pending"] == true);
+  auto id = r["id"];
+  auto ev = a.line();
+  REQUIRE(ev);
+  CHECK((*ev)["event"] == "info");
+  CHECK((*ev)["id"] == id);
+  r = a.call({{"command", "info_reply"},
+              {"agent", "x"},
+              {"id", id},
+              {"seq", 3},
+              {"facts", {{"os", "TestOS 2"}, {"name", "x"}, {"ip", "127.0.0.1"}}}});
+  CHECK(r["ok"] == true);
+  ev = ctl.line();
+  REQUIRE(ev);
+  CHECK((*ev)["event"] == "agent_info");
+  CHECK((*ev)["id"] == id);
+  CHECK((*ev)["facts"]["os"] == "TestOS 2");
+
+  r = ctl.call({{"command", "agent"}, {"agent", "nobody"}, {"action", "info"}});
+  CHECK(r["ok"] == false);
+  r = ctl.call({{"command", "agent"}, {"agent", "x"}, {"action", "reboot"}});
+  CHECK(r["ok"] == false);
+
+  // A second connection with the same name replaces the first, which is closed.
+  client a2(c.port);
+  r = a2.call(hello("x"));
+  CHECK(r["last_seq"] == 301);
+  CHECK_FALSE(a.line());
+  CHECK(a.eof());
+
+  // disconnect: the event, then the connection closes; the agent shows as disconnected.
+  r = ctl.call({{"command", "agent"}, {"agent", "x"}, {"action", "disconnect"}, {"reason", "bye"}});
+  CHECK(r["ok"] == true);
+  ev = a2.line();
+  REQUIRE(ev);
+  CHECK((*ev)["event"] == "disconnect");
+  CHECK((*ev)["reason"] == "bye");
+  CHECK_FALSE(a2.line());
+  CHECK(a2.eof());
+  r = ctl.call({{"command", "agents"}});
+  CHECK(r["agents"][0]["state"] == "disconnected");
+  CHECK(r["agents"][0]["connected"] == false);
+  r = ctl.call({{"command", "agent"}, {"agent", "x"}, {"action", "info"}});
+  CHECK(r["ok"] == false);
+}
