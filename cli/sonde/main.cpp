@@ -10,12 +10,18 @@
 #include <asio/co_spawn.hpp>
 #include <asio/signal_set.hpp>
 
+#include <sonde/engine/agent_commands.hpp>
 #include <sonde/engine/config.hpp>
+#include <sonde/engine/control.hpp>
 #include <sonde/engine/engine_info.hpp>
 #include <sonde/engine/output.hpp>
 #include <sonde/engine/plugin_host.hpp>
 #include <sonde/engine/scheduler.hpp>
+#include <sonde/engine/state.hpp>
+#include <sonde/engine/task_set.hpp>
 #include <sonde/version.hpp>
+
+#include "agent_cmd.hpp"
 
 using namespace sonde;
 using namespace sonde::engine;
@@ -96,7 +102,8 @@ struct reason_counter final : result_sink {
 
 // ---- sonde run ------------------------------------------------------------------------------
 int cmd_run(const std::string& file, bool once, bool quiet, const std::string& format,
-            const std::vector<std::string>& plugin_dirs) {
+            const std::vector<std::string>& plugin_dirs, const std::string& control_flag,
+            const std::string& state_dir_flag) {
   plugin_host host;
   auto tf = load_or_report(file, plugin_dirs, host);
   if (!tf) return exit_usage;
@@ -115,21 +122,103 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
       sched.add_sink(&ts);
   }
 
-  duration max_timeout{0};
-  for (auto& t : tf->tasks) max_timeout = std::max(max_timeout, t.timeout);
-  auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(max_timeout) +
-               std::chrono::milliseconds(1000);
+  // The control channel and its state (not with --once: that run ends by itself).
+  std::optional<task_set> tasks;
+  std::optional<control_server> control;
+  // The central side of agents (docs/agents.md "The central"): on with the control channel.
+  std::optional<agent_registry> agents;
+  std::optional<agent_service> agent_cmds;
+  std::function<void(const char*)> begin_stop;
+  if (!once) {
+    std::string state_dir = state_dir_flag.empty() ? default_state_dir(file) : state_dir_flag;
+    tasks.emplace(sched, host, file, state_dir);
+    if (auto st = tasks->load_state(); !st) {
+      print_errors(st.error(), tasks->state_path());
+      return exit_usage;
+    }
+    std::string listen = !control_flag.empty()         ? control_flag
+                         : !tf->control.listen.empty() ? tf->control.listen
+                                                       : std::string(control_default_listen);
+    bool explicit_listen = !control_flag.empty() || !tf->control.listen.empty();
+    if (listen != "off") {
+      auto la = parse_listen_address(listen);
+      if (!la) {
+        std::fprintf(stderr, "sonde: --control: %s\n", la.error().c_str());
+        return exit_usage;
+      }
+      control_options co;
+      co.listen = *la;
+      co.token = tf->control.token;
+      if (co.token.empty())
+        if (const char* env = std::getenv("SONDE_TOKEN"); env && *env) co.token = env;
+      co.max_line = static_cast<std::size_t>(tf->control.max_line);
+      co.max_clients = static_cast<std::size_t>(tf->control.max_clients);
+      co.watch_queue = static_cast<std::size_t>(tf->control.watch_queue);
+      co.tls_cert = tf->control.tls_cert;
+      co.tls_key = tf->control.tls_key;
+      bool tls = !co.tls_cert.empty();
+      control.emplace(io, sched, *tasks, host, co);
+      auto bound = control->start();
+      if (!bound && explicit_listen) {
+        std::fprintf(stderr, "sonde: control: %s\n", bound.error().c_str());
+        return exit_usage;
+      }
+      if (!bound) {
+        // The default address is taken (another engine?): run without the control channel.
+        std::fprintf(stderr,
+                     "sonde: warning: control: %s; running without the control channel "
+                     "(choose another address with --control host:port)\n",
+                     bound.error().c_str());
+        control.reset();
+      } else {
+        std::fprintf(stderr, "sonde: control: listening on %s%s%s\n", bound->to_string().c_str(),
+                     tls ? " (TLS)" : "", co.token.empty() ? "" : " (token required)");
+        control->on_shutdown([&] { begin_stop("shutdown requested over the control channel"); });
+        agents.emplace(agent_registry_options{state_dir}, [](const std::string& w) {
+          std::fprintf(stderr, "sonde: warning: %s\n", w.c_str());
+        });
+        // Agents' results (task "<agent>/<task>") and dead-man changes ("agent:<name>") go to
+        // the same output and watchers as local results.
+        agents->on_result([&, quiet, json_out = format == "json"](const result_record& r) {
+          if (!quiet) {
+            if (json_out)
+              js.on_result(r);
+            else
+              ts.on_result(r);
+          }
+          control->publish(r);
+        });
+        agent_cmds.emplace(io, *control, *agents);
+      }
+    }
+  }
 
   asio::signal_set signals(io, SIGINT, SIGTERM);
   int signals_seen = 0;
+  begin_stop = [&](const char* why) {
+    if (sched.stopping()) return;
+    duration max_timeout{0};  // tasks started over the control channel count too
+    sched.for_each(
+        [&](const scheduled_task& t) { max_timeout = std::max(max_timeout, t.spec().timeout); });
+    auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(max_timeout) +
+                 std::chrono::milliseconds(1000);
+    std::fprintf(stderr, "sonde: %s, finishing %lld in-flight probe%s\n", why,
+                 static_cast<long long>(sched.stats().in_flight),
+                 sched.stats().in_flight == 1 ? "" : "s");
+    if (agent_cmds) agent_cmds->stop();
+    sched.stop(
+        [&] {
+          if (control)
+            control->close([&] { io.stop(); });
+          else
+            io.stop();
+        },
+        grace);
+  };
   std::function<void(asio::error_code, int)> on_signal = [&](asio::error_code ec, int sig) {
     if (ec) return;
     if (++signals_seen == 1) {
-      std::fprintf(stderr, "sonde: %s received, finishing %lld in-flight probe%s\n",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM",
-                   static_cast<long long>(sched.stats().in_flight),
-                   sched.stats().in_flight == 1 ? "" : "s");
-      sched.stop([&] { io.stop(); }, grace);
+      begin_stop(sig == SIGINT ? "SIGINT received" : "SIGTERM received");
       signals.async_wait(on_signal);
     } else {
       std::fprintf(stderr, "sonde: second signal, exiting now\n");
@@ -140,10 +229,11 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
   if (once) sched.on_idle([&] { io.stop(); });
 
   std::size_t enabled = 0;
-  for (auto& t : tf->tasks) enabled += t.enabled;
+  sched.for_each([&](const scheduled_task& t) { enabled += t.spec().enabled && !t.paused(); });
   if (!once)
-    std::fprintf(stderr, "sonde: running %zu task%s from %s (Ctrl-C to stop)\n", enabled,
-                 enabled == 1 ? "" : "s", file.c_str());
+    std::fprintf(stderr, "sonde: running %zu task%s from %s%s (Ctrl-C to stop)\n", enabled,
+                 enabled == 1 ? "" : "s", file.c_str(),
+                 tasks && tasks->control_count() ? " and the control state" : "");
   sched.start();
   io.run();
   std::fflush(stdout);
@@ -394,6 +484,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> plugin_dirs;
   std::string file, format = "text", type, target, timeout = "10s", describe;
   std::vector<std::string> sets, warns, crits;
+  std::string control_flag, state_dir;
   bool once = false, quiet = false;
   auto add_plugin_dir = [&](CLI::App* sub) {
     sub->add_option("--plugin-dir", plugin_dirs,
@@ -405,6 +496,12 @@ int main(int argc, char** argv) {
   run->add_flag("--once", once, "Run every task once, print a summary, exit with the worst status");
   run->add_option("--format", format, "Output format")->check(CLI::IsMember({"text", "json"}));
   run->add_flag("--quiet", quiet, "With --once: print only the summary line");
+  run->add_option("--control", control_flag,
+                  "Control channel address host:port, or off (default [control] listen, else "
+                  "127.0.0.1:6543)");
+  run->add_option("--state-dir", state_dir,
+                  "Where tasks started or stopped over the control channel are kept (default "
+                  "FILE's directory/<FILE stem>.state)");
   add_plugin_dir(run);
 
   auto* probe =
@@ -428,6 +525,8 @@ int main(int argc, char** argv) {
   plugins->add_option("--describe", describe, "Show the options and metrics of TYPE");
   add_plugin_dir(plugins);
 
+  auto run_agent = sonde::cli::add_agent_command(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -436,10 +535,11 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   try {
-    if (*run) return cmd_run(file, once, quiet, format, plugin_dirs);
+    if (*run) return cmd_run(file, once, quiet, format, plugin_dirs, control_flag, state_dir);
     if (*probe) return cmd_probe(type, target, sets, timeout, format, warns, crits, plugin_dirs);
     if (*check) return cmd_check(file, plugin_dirs);
     if (*plugins) return cmd_plugins(describe, plugin_dirs);
+    if (app.got_subcommand("agent")) return run_agent();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sonde: error: %s\n", e.what());
     return 3;

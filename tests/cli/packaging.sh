@@ -11,6 +11,8 @@ prefix=$work/prefix
 cmake --install "$SONDE_BUILD_DIR" --prefix "$prefix" >/dev/null
 test -f "$prefix/include/sonde/tcp.hpp"
 test -x "$prefix/bin/sonde"
+test -x "$prefix/bin/sondectl"
+"$prefix/bin/sondectl" --version | grep -q "^sondectl "
 ls "$prefix"/lib/sonde/plugins/sonde-tcp.so >/dev/null
 
 # 1. A consumer of the header-only toolkit.

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Black-box tests of sondectl against a real `sonde run`: the new user's session (list, start,
+# watch, pause --all, resume --all, shutdown), exit codes, --json, export, reload, persistence
+# across a restart, tokens, TLS, and an engine that goes away under `sondectl watch`.
+set -uo pipefail
+: "${SONDE_BUILD_DIR:?}" "${SONDE_SOURCE_DIR:?}"
+S=$SONDE_BUILD_DIR/bin/sonde
+CTL=$SONDE_BUILD_DIR/bin/sondectl
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fails=0 passes=0
+ok() { passes=$((passes + 1)); echo "ok: $1"; }
+bad() { fails=$((fails + 1)); echo "FAIL: $1"; }
+expect_rc() {
+  local name=$1 want=$2
+  shift 2
+  out=$("$@" 2>&1)
+  local rc=$?
+  if [[ $rc -eq $want ]]; then ok "$name (exit $rc)"; else bad "$name: exit $rc, want $want; output: $out"; fi
+}
+contains() { if grep -qE -- "$2" <<<"$out"; then ok "$1"; else bad "$1: /$2/ not in: $out"; fi; }
+
+"$SONDE_BUILD_DIR/bin/sonde_test_listen" 120 >"$work/port" &
+pids+=($!)
+for _ in $(seq 50); do
+  [[ -s $work/port ]] && break
+  sleep 0.1
+done
+open=$(cat "$work/port")
+
+# start_engine NAME ARGS...: run `sonde run ARGS` in the background, wait for its control
+# address; sets $port and $engine_pid.
+start_engine() {
+  local name=$1
+  shift
+  "$S" run "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  engine_pid=$!
+  pids+=($engine_pid)
+  port=
+  for _ in $(seq 100); do
+    port=$(grep -oE 'control: listening on 127\.0\.0\.1:[0-9]+' "$work/$name.err" | grep -oE '[0-9]+$')
+    [[ -n $port ]] && return 0
+    kill -0 $engine_pid 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "engine $name did not start: $(cat "$work/$name.err")"
+  return 1
+}
+
+cat >"$work/tasks.toml" <<TOML
+[defaults]
+interval = "1s"
+timeout = "500ms"
+[[task]]
+name = "web"
+type = "tcp"
+target = "127.0.0.1:$open"
+TOML
+
+start_engine e1 "$work/tasks.toml" --control 127.0.0.1:0 || exit 1
+C=("$CTL" --connect "127.0.0.1:$port")
+
+# --- the new user's session ---------------------------------------------------------------
+sleep 1.2
+expect_rc "list" 0 "${C[@]}" list
+contains "list table header" "^ID +NAME +TYPE +TARGET +EVERY +STATE +LAST +LATENCY +WHEN +MESSAGE$"
+contains "list row" "^- +web +tcp +127\.0\.0\.1:$open +1s +running +OK +[0-9.]+(us|ms) .* connected to 127\.0\.0\.1"
+expect_rc "start" 0 "${C[@]}" start --type tcp --target "127.0.0.1:$open" --interval 5s
+contains "start says what it did" "^started task tcp-127\.0\.0\.1:$open \(id 1\)$"
+expect_rc "watch --count" 0 timeout 10 "${C[@]}" watch --count 2 --no-color
+contains "watch lines" "Z  OK +(web|tcp-127)"
+expect_rc "watch --json" 0 timeout 10 "${C[@]}" --json watch --count 1 --task web
+contains "watch --json prints result records" '^\{"time":"[0-9T:.-]+Z","task":"web","type":"tcp","target":"127\.0\.0\.1:[0-9]+","status":"ok","reason":null,"latency_ms":[0-9.e-]+,"message":"connected to 127\.0\.0\.1 port [0-9]+","metrics":\{"connect_time":[0-9.e-]+\}\}$'
+expect_rc "pause --all" 0 "${C[@]}" pause --all
+contains "pause names the tasks" "^paused 2 tasks: web, tcp-127\.0\.0\.1:$open$"
+expect_rc "list after pause" 0 "${C[@]}" list
+contains "paused state" "web +tcp .* paused "
+expect_rc "resume --all" 0 "${C[@]}" resume --all
+contains "resume names the tasks" "^resumed 2 tasks"
+expect_rc "status" 0 "${C[@]}" status
+contains "status header" "^sonde [0-9.]+ \(control protocol 1\), up "
+contains "status tasks" "^tasks: +2 \(2 running, 0 paused, 0 disabled; 1 from the control channel\)$"
+contains "status plugins" "^plugins: .*tcp [0-9.]+ \(tcp\)"
+expect_rc "clients" 0 "${C[@]}" clients
+contains "clients table" "^ID +PEER +CONNECTED +REQUESTS +WATCHING +QUEUE +SENT +DROPPED$"
+expect_rc "status --json" 0 "${C[@]}" status --json
+contains "json reply" '^\{.*"ok":true.*"protocol":1'
+
+# --- errors and exit codes ---------------------------------------------------------------
+expect_rc "error reply exits 1" 1 "${C[@]}" start --type tcp --target 127.0.0.1 --interval 5s
+contains "validation message" "invalid target \"127\.0\.0\.1\": a port is required"
+expect_rc "unknown option" 1 "${C[@]}" start --name x --type tcp --target "127.0.0.1:$open" --set expcet=x
+contains "option suggestion" "unknown option 'expcet' for type 'tcp' \(did you mean 'expect'\?\)"
+expect_rc "unknown task" 1 "${C[@]}" stop wbe
+contains "task suggestion" "no task named 'wbe' \(did you mean 'web'\?\)"
+expect_rc "selector required" 3 "${C[@]}" pause
+expect_rc "usage error" 3 "${C[@]}" frobnicate
+closed=$(bash -c 'for p in $(seq 47400 47500); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done')
+expect_rc "unreachable engine exits 2" 2 "$CTL" --connect "127.0.0.1:$closed" list
+contains "unreachable message" "cannot connect to 127\.0\.0\.1:$closed"
+expect_rc "raw send of the seed message" 0 "${C[@]}" send '{"command": "start", "service": "TCP", "host": "127.0.0.1:'"$open"'", "interval": 60, "service_id": 5}'
+contains "seed reply" '"ok":true,"started":"tcp-5"'
+
+# --- export, stop, reload, persistence ----------------------------------------------------
+expect_rc "export" 0 "${C[@]}" export
+contains "export is a task file" '^name = "tcp-5"$'
+echo "$out" >"$work/exported.toml"
+expect_rc "exported file checks" 0 "$S" check "$work/exported.toml"
+expect_rc "stop a file task" 0 "${C[@]}" stop web
+cat >>"$work/tasks.toml" <<TOML
+[[task]]
+name = "added"
+type = "tcp"
+target = "127.0.0.1:$open"
+TOML
+expect_rc "reload" 0 "${C[@]}" reload
+contains "reload summary" "^reloaded: 0 unchanged; added: added; changed: none; removed: none$"
+cp "$work/tasks.toml" "$work/tasks.good"
+echo 'oops = 1' >>"$work/tasks.toml"
+expect_rc "reload of a bad file" 1 "${C[@]}" reload
+contains "reload refusal" "error in .*tasks\.toml; the running tasks are unchanged"
+contains "positioned error" "tasks\.toml:[0-9]+:1: error: unknown key 'oops'"
+cp "$work/tasks.good" "$work/tasks.toml"
+test -f "$work/tasks.state/control-tasks.toml" && ok "state file beside the task file" || bad "no state file"
+
+expect_rc "shutdown" 0 "${C[@]}" shutdown
+contains "shutdown message" "^engine shutting down"
+wait $engine_pid
+rc=$?
+[[ $rc -eq 0 ]] && ok "engine exits 0 after shutdown" || bad "engine exit $rc: $(cat "$work/e1.err")"
+grep -q "shutdown requested over the control channel" "$work/e1.err" && ok "engine says why it stopped" || bad "e1.err: $(cat "$work/e1.err")"
+
+start_engine e2 "$work/tasks.toml" --control 127.0.0.1:0 || exit 1
+C=("$CTL" --connect "127.0.0.1:$port")
+expect_rc "list after restart" 0 "${C[@]}" list
+contains "started task survived" "^1 +tcp-127\.0\.0\.1:$open "
+contains "seed task survived" "^5 +tcp-5 "
+if grep -qE "^- +web " <<<"$out"; then bad "stopped task came back"; else ok "stopped task stays stopped"; fi
+contains "stopped tasks listed" "^stopped task-file tasks: web$"
+
+# --- watch survives the engine going away ---------------------------------------------------
+"$CTL" --connect "127.0.0.1:$port" watch --no-color >"$work/watch.out" 2>"$work/watch.err" &
+wpid=$!
+pids+=($wpid)
+sleep 1.5
+"${C[@]}" shutdown >/dev/null
+wait $engine_pid
+sleep 1
+"$S" run "$work/tasks.toml" --control "127.0.0.1:$port" >"$work/e3.out" 2>"$work/e3.err" &
+engine_pid=$!
+pids+=($engine_pid)
+for _ in $(seq 100); do
+  grep -q "reconnected" "$work/watch.err" && break
+  sleep 0.1
+done
+grep -q "the engine is shutting down" "$work/watch.err" && ok "watch says the engine went away" || bad "watch.err: $(cat "$work/watch.err")"
+grep -q "reconnected to 127.0.0.1:$port" "$work/watch.err" && ok "watch reconnects" || bad "watch.err: $(cat "$work/watch.err")"
+before=$(grep -c 'Z  ' "$work/watch.out")
+sleep 1.5
+after=$(grep -c 'Z  ' "$work/watch.out")
+[[ $after -gt $before ]] && ok "watch streams again after reconnecting ($before -> $after)" || bad "no results after reconnect"
+kill $wpid 2>/dev/null
+"$CTL" --connect "127.0.0.1:$port" shutdown >/dev/null
+wait $engine_pid
+
+# --- tokens ------------------------------------------------------------------------------------
+expect_rc "beyond loopback without a token is refused" 3 "$S" run "$work/tasks.toml" --control 0.0.0.0:0 --state-dir "$work/st4"
+contains "refusal names the rule" "refusing to listen on 0\.0\.0\.0:0 without a token"
+SONDE_TOKEN=sekrit start_engine e5 "$work/tasks.toml" --control 127.0.0.1:0 --state-dir "$work/st5" || exit 1
+grep -q "(token required)" "$work/e5.err" && ok "engine says a token is required" || bad "e5.err: $(cat "$work/e5.err")"
+expect_rc "no token" 1 "$CTL" --connect "127.0.0.1:$port" list
+contains "token required message" "a token is required"
+expect_rc "wrong token" 1 "$CTL" --connect "127.0.0.1:$port" --token nope list
+contains "wrong token message" "wrong token"
+expect_rc "right token" 0 env SONDE_TOKEN=sekrit "$CTL" --connect "127.0.0.1:$port" list
+kill $engine_pid
+wait $engine_pid
+
+# --- TLS ---------------------------------------------------------------------------------------
+if command -v openssl >/dev/null; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  cat >"$work/tls.toml" <<TOML
+[control]
+listen = "127.0.0.1:0"
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+[[task]]
+name = "web"
+type = "tcp"
+target = "127.0.0.1:$open"
+TOML
+  start_engine e6 "$work/tls.toml" --state-dir "$work/st6" || exit 1
+  grep -q "(TLS)" "$work/e6.err" && ok "engine announces TLS" || bad "e6.err: $(cat "$work/e6.err")"
+  expect_rc "TLS with the CA" 0 "$CTL" --connect "127.0.0.1:$port" --tls --ca-file "$work/cert.pem" status
+  contains "TLS status" "^tasks: +1 "
+  expect_rc "TLS without trust fails" 2 "$CTL" --connect "127.0.0.1:$port" --tls --timeout 3s status
+  expect_rc "plain TCP to a TLS engine gets no reply" 2 "$CTL" --connect "127.0.0.1:$port" --timeout 1s status
+  expect_rc "TLS shutdown" 0 "$CTL" --connect "127.0.0.1:$port" --tls --insecure shutdown
+  wait $engine_pid
+else
+  echo "skip: TLS (no openssl command)"
+fi
+
+echo "sondectl: $passes passed, $fails failed"
+[[ $fails -eq 0 ]]
