@@ -109,10 +109,11 @@ tl::expected<duration, std::string> duration_from_node(const toml::node& n) {
   return tl::unexpected("expected a duration such as \"10s\", not " + node_type_name(n));
 }
 
-tl::expected<option_value, std::string> option_from_node(const std::string& key, option_type t,
+tl::expected<option_value, std::string> option_from_node(std::string_view key, option_type t,
                                                          const toml::node& n) {
   auto wrong = [&](std::string what) -> tl::unexpected<std::string> {
-    return tl::unexpected("option '" + key + "' must be " + what + ", not " + node_type_name(n));
+    return tl::unexpected("option '" + std::string(key) + "' must be " + what + ", not " +
+                          node_type_name(n));
   };
   switch (t) {
     case option_type::boolean:
@@ -125,11 +126,11 @@ tl::expected<option_value, std::string> option_from_node(const std::string& key,
       if (auto d = n.value<double>()) return option_value(*d);
       return wrong("a number");
     case option_type::string:
-      if (auto s = n.value_exact<std::string>()) return option_value(*s);
+      if (const auto* s = n.as_string()) return option_value(s->get());
       return wrong("a string");
     case option_type::duration: {
       auto d = duration_from_node(n);
-      if (!d) return tl::unexpected("option '" + key + "': " + d.error());
+      if (!d) return tl::unexpected("option '" + std::string(key) + "': " + d.error());
       return option_value(*d);
     }
     case option_type::string_list: {
@@ -626,26 +627,27 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       }
       // probe options
       if (entry) {
-        std::vector<std::string> cands = common_keys;
-        for (std::size_t i = 0; i < entry->type->option_count; ++i)
-          cands.push_back(entry->type->options[i].key);
+        // No string copies on the common path: this runs for every key of every task.
         for (const auto& re : entries) {
-          std::string key(re.key);
+          const std::string_view key = re.key;
           if (std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end()) continue;
           const sonde_option_desc* od = nullptr;
           for (std::size_t i = 0; i < entry->type->option_count; ++i)
             if (key == entry->type->options[i].key) od = &entry->type->options[i];
           if (!od) {
             if (re.from_defaults) continue;  // a default meant for other probe types
-            err(kpos(re), "unknown key '" + key + "' for type '" + entry->type->name + "'" +
-                              did_you_mean(key, cands));
+            std::vector<std::string> cands = common_keys;
+            for (std::size_t i = 0; i < entry->type->option_count; ++i)
+              cands.push_back(entry->type->options[i].key);
+            err(kpos(re), "unknown key '" + std::string(key) + "' for type '" + entry->type->name +
+                              "'" + did_you_mean(std::string(key), cands));
             continue;
           }
           auto v = option_from_node(key, static_cast<option_type>(od->type), *re.node);
           if (!v)
             err(vpos(re), v.error());
           else
-            spec.options.emplace_back(std::move(key), std::move(*v));
+            spec.options.emplace_back(std::string(key), std::move(*v));
         }
       }
       if (entry && errors.size() == errors_before) {
