@@ -77,7 +77,7 @@ std::optional<task_file> load_or_report(const std::string& file,
 std::string unit_of(const sonde_probe_type* t, const std::string& metric) {
   if (metric == "latency") return "s";
   for (std::size_t i = 0; i < t->metric_count; ++i)
-    if (metric == t->metrics[i].name) {
+    if (metric_matches(t->metrics[i].name, metric)) {  // also cpu.<n>, hop.<n>.loss ...
       std::string_view u = t->metrics[i].unit;
       if (u == "s" || u == "%") return std::string(u);
       if (u == "bytes") return "B";

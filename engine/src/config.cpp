@@ -153,6 +153,8 @@ tl::expected<option_value, std::string> option_from_node(std::string_view key, o
   return wrong("a supported value");
 }
 
+}  // namespace
+
 bool metric_matches(std::string_view pattern, std::string_view name) {
   while (true) {
     auto pdot = pattern.find('.'), ndot = name.find('.');
@@ -160,12 +162,18 @@ bool metric_matches(std::string_view pattern, std::string_view name) {
     bool wildcard = pseg.size() > 2 && pseg.front() == '<' && pseg.back() == '>';
     if (!wildcard && pseg != nseg) return false;
     if (wildcard && nseg.empty()) return false;
+    // <n> is a number (cpu.<n>, hop.<n>.loss): "cpu.totl" must not pass for "cpu.<n>".
+    if (wildcard && pseg == "<n>" &&
+        !std::all_of(nseg.begin(), nseg.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return false;
     if (pdot == std::string_view::npos || ndot == std::string_view::npos)
       return pdot == std::string_view::npos && ndot == std::string_view::npos;
     pattern.remove_prefix(pdot + 1);
     name.remove_prefix(ndot + 1);
   }
 }
+
+namespace {
 
 // A key of a task (or of [defaults]) as written; positions are computed only for errors.
 struct raw_entry {

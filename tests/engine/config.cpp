@@ -215,3 +215,18 @@ packet_interval = "300ms"
         ":7:19: error: option 'packet_interval': 5 requests every 300ms take 1.2s to send, "
         "not less than the timeout (1s); lower count or packet_interval, or raise the timeout");
 }
+
+TEST_CASE("config: metric patterns: <n> is a number, other placeholders one segment", "[config]") {
+  CHECK(metric_matches("latency", "latency"));
+  CHECK_FALSE(metric_matches("latency", "latency.x"));
+  CHECK(metric_matches("cpu.<n>", "cpu.0"));
+  CHECK(metric_matches("cpu.<n>", "cpu.17"));
+  CHECK_FALSE(metric_matches("cpu.<n>", "cpu.totl"));  // a typo must not validate
+  CHECK_FALSE(metric_matches("cpu.<n>", "cpu."));
+  CHECK_FALSE(metric_matches("cpu.<n>", "cpu.1.user"));
+  CHECK(metric_matches("hop.<n>.loss", "hop.3.loss"));
+  CHECK_FALSE(metric_matches("hop.<n>.loss", "hop.x.loss"));
+  CHECK(metric_matches("net.<iface>.rx_bytes", "net.eth0.rx_bytes"));
+  CHECK(metric_matches("net.<iface>.rx_bytes", "net.br-lan.rx_bytes"));
+  CHECK_FALSE(metric_matches("net.<iface>.rx_bytes", "net.eth0.tx_bytes"));
+}

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <tl/expected.hpp>
@@ -24,6 +25,11 @@ struct source_pos {
   unsigned line = 0;
   unsigned column = 0;
 };
+
+/// Whether metric `name` matches a metric table entry `pattern`: segments separated by dots,
+/// where `<n>` stands for a number and any other `<word>` for one non-empty segment
+/// (`cpu.<n>`, `net.<iface>.rx_bytes`).
+bool metric_matches(std::string_view pattern, std::string_view name);
 
 /// One configuration problem.
 struct config_error {
