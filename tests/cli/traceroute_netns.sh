@@ -145,7 +145,7 @@ reached3='hops=3 reached=1 sent=[0-9]+ '
 # ---- datagram ICMP sockets: ping_group_range open, CAP_NET_RAW dropped --------------------
 nsx "$C" sysctl -qw net.ipv4.ping_group_range="0 2147483647"
 trace "icmp, datagram socket, IPv4" 0 unpriv 10.99.3.2
-expect "^TRACEROUTE OK - 10\.99\.3\.2: 10\.99\.3\.2 $path_v4 \|" "$reached3" 'hop\.2\.loss=0 '
+expect "^TRACEROUTE OK - 10\.99\.3\.2: 10\.99\.3\.2 $path_v4 \|" "$reached3" 'hop\.2\.loss=0% '
 trace "icmp, datagram socket, IPv6" 0 unpriv fd99:3::2
 expect "fd99:3::2 $path_v6" "$reached3"
 
@@ -200,7 +200,7 @@ for m in icmp udp; do
   for t in 10.99.3.2 fd99:3::2; do
     trace "$m: router2 silent, $t" 0 client "$sonde" probe traceroute "$t" --set method=$m --set wait=300ms
     expect "$t reached in 3 hops: 1 (10\.99\.1\.1|fd99:1::1) [0-9.]+ ms, 2 \*, 3 $t [0-9.]+ ms \|" \
-      "$reached3" 'hop\.2\.loss=100 ' 'hop\.3\.loss=0'
+      "$reached3" 'hop\.2\.loss=100% ' 'hop\.3\.loss=0'
     [[ $out == *hop.2.rtt_avg* ]] && fail "a silent hop has an rtt"
   done
 done
