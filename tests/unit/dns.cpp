@@ -2,8 +2,6 @@
 // against in-test UDP fault servers.
 #include <sonde/dns.hpp>
 
-#include <dlfcn.h>
-
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 
 #include <sonde/plugin.hpp>
 
+#include "support/c_abi.hpp"
 #include "support/dns_servers.hpp"
 #include "support/support.hpp"
 
@@ -362,13 +361,7 @@ TEST_CASE("dns: target defaults to port 53", "[dns]") {
 }
 
 TEST_CASE("dns: the plugin runs through the C ABI", "[dns][plugins][integration]") {
-  std::string path = std::string(SONDE_TEST_PLUGIN_DIR) + "/sonde-dns.so";
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  REQUIRE(h);  // never dlclose'd: plugins are never unloaded
-  auto entry =
-      reinterpret_cast<const sonde_plugin_descriptor* (*)()>(dlsym(h, SONDE_PLUGIN_ENTRY_NAME));
-  REQUIRE(entry);
-  const sonde_plugin_descriptor* d = entry();
+  const sonde_plugin_descriptor* d = test::plugin_descriptor("dns");
   REQUIRE(d->type_count == 1);
   const sonde_probe_type& t = d->types[0];
   CHECK(std::string(t.name) == "dns");
@@ -390,25 +383,7 @@ TEST_CASE("dns: the plugin runs through the C ABI", "[dns][plugins][integration]
   void* inst = nullptr;
   sonde_error e{};
   REQUIRE(t.create(ub.v4().c_str(), o, 2, &inst, &e) == 0);
-  struct outcome {
-    bool done = false;
-    int reason = -1;
-    std::string message;
-  } out;
-  asio::io_context io;
-  auto dl =
-      std::chrono::duration_cast<std::chrono::nanoseconds>((clock::now() + 3s).time_since_epoch())
-          .count();
-  t.run(
-      inst, &io, dl,
-      [](void* user, const sonde_result* r) {
-        auto* o = static_cast<outcome*>(user);
-        o->done = true;
-        o->reason = r->reason;
-        o->message = r->message ? r->message : "";
-      },
-      &out);
-  io.run();
+  auto out = test::run_c(t, inst, 3s);
   t.destroy(inst);
   REQUIRE(out.done);
   CHECK(out.reason == 0);

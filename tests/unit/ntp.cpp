@@ -2,7 +2,6 @@
 // against in-test fault servers on loopback.
 #include <sonde/ntp.hpp>
 
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -22,6 +21,7 @@
 
 #include <sonde/plugin.hpp>
 
+#include "support/c_abi.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -457,13 +457,7 @@ TEST_CASE("ntp: IPv6 loopback", "[ntp][integration]") {
 }
 
 TEST_CASE("ntp: the plugin runs through the C ABI", "[ntp][plugins][integration]") {
-  std::string path = std::string(SONDE_TEST_PLUGIN_DIR) + "/sonde-ntp.so";
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  REQUIRE(h);  // never dlclose'd: plugins are never unloaded
-  auto entry =
-      reinterpret_cast<const sonde_plugin_descriptor* (*)()>(dlsym(h, SONDE_PLUGIN_ENTRY_NAME));
-  REQUIRE(entry);
-  const sonde_plugin_descriptor* d = entry();
+  const sonde_plugin_descriptor* d = test::plugin_descriptor("ntp");
   REQUIRE(d->type_count == 1);
   const sonde_probe_type& t = d->types[0];
   CHECK(std::string(t.name) == "ntp");
@@ -473,25 +467,7 @@ TEST_CASE("ntp: the plugin runs through the C ABI", "[ntp][plugins][integration]
   void* inst = nullptr;
   sonde_error e{};
   REQUIRE(t.create(srv.target_text().c_str(), nullptr, 0, &inst, &e) == 0);
-  struct outcome {
-    bool done = false;
-    int reason = -1;
-    std::string message;
-  } out;
-  asio::io_context io;
-  auto dl =
-      std::chrono::duration_cast<std::chrono::nanoseconds>((clock::now() + 2s).time_since_epoch())
-          .count();
-  t.run(
-      inst, &io, dl,
-      [](void* user, const sonde_result* r) {
-        auto* o = static_cast<outcome*>(user);
-        o->done = true;
-        o->reason = r->reason;
-        o->message = r->message ? r->message : "";
-      },
-      &out);
-  io.run();
+  auto out = test::run_c(t, inst, 2s);
   t.destroy(inst);
   REQUIRE(out.done);
   CHECK(out.reason == 0);

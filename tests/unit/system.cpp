@@ -14,6 +14,7 @@
 
 #include <sonde/engine/config.hpp>
 
+#include "support/c_abi.hpp"
 #include "support/files.hpp"
 #include "support/plugins.hpp"
 #include "support/support.hpp"
@@ -615,30 +616,10 @@ TEST_CASE("system: the plugin describes its metric patterns and accepts conditio
   // A run through the C ABI against the live system.
   auto inst = engine::create_probe(*e, "localhost", {}, duration(2s));
   REQUIRE(inst);
-  struct outcome {
-    bool done = false;
-    int reason = -1;
-    std::string message;
-    std::vector<std::string> names;
-  } out;
-  asio::io_context io;
-  auto dl =
-      std::chrono::duration_cast<std::chrono::nanoseconds>((clock::now() + 2s).time_since_epoch())
-          .count();
-  (*inst)->type()->run((*inst)->handle(), &io, dl,
-                       [](void* user, const sonde_result* r) {
-                         auto* o = static_cast<outcome*>(user);
-                         o->done = true;
-                         o->reason = r->reason;
-                         o->message = r->message ? r->message : "";
-                         for (std::size_t i = 0; i < r->metric_count; ++i)
-                           o->names.push_back(r->metrics[i].name);
-                       },
-                       &out);
-  io.run();
+  auto out = test::run_c(*(*inst)->type(), (*inst)->handle(), 2s);
   REQUIRE(out.done);
   INFO(out.message);
   CHECK(out.reason == 0);
-  CHECK(std::find(out.names.begin(), out.names.end(), "cpu.total") != out.names.end());
-  CHECK(std::find(out.names.begin(), out.names.end(), "mem.available") != out.names.end());
+  CHECK(out.metric("cpu.total"));
+  CHECK(out.metric("mem.available"));
 }

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/c_abi.hpp"
 #include "support/support.hpp"
 
 using namespace sonde;
@@ -615,35 +616,13 @@ TEST_CASE("traceroute: the plugin provides traceroute over the C ABI",
   CHECK(bad.error().key == "max_hops");
   auto probe = engine::create_probe(*e, "127.0.0.1", {{"method", std::string("udp")}});
   REQUIRE(probe);
-  struct outcome {
-    bool called = false;
-    int has_observation = -1, reason = -1;
-    double reached = -1, hops = -1;
-    std::string message;
-  } out;
-  auto cb = [](void* user, const sonde_result* r) {
-    auto* o = static_cast<outcome*>(user);
-    o->called = true;
-    o->has_observation = r->has_observation;
-    o->reason = r->reason;
-    o->message = r->message ? r->message : "";
-    for (std::size_t i = 0; i < r->metric_count; ++i) {
-      if (std::string_view(r->metrics[i].name) == "reached") o->reached = r->metrics[i].value;
-      if (std::string_view(r->metrics[i].name) == "hops") o->hops = r->metrics[i].value;
-    }
-  };
-  asio::io_context io;
-  const auto dl =
-      std::chrono::duration_cast<std::chrono::nanoseconds>((clock::now() + 2s).time_since_epoch())
-          .count();
-  (*probe)->type()->run((*probe)->handle(), &io, dl, cb, &out);
-  io.run();
-  REQUIRE(out.called);
+  auto out = test::run_c(*(*probe)->type(), (*probe)->handle(), 2s);
+  REQUIRE(out.done);
   INFO(out.message);
   CHECK(out.has_observation == 1);
   CHECK(out.reason == int(reason::none));
-  CHECK(out.reached == 1.0);
-  CHECK(out.hops == 1.0);
+  CHECK(out.metric("reached") == 1.0);
+  CHECK(out.metric("hops") == 1.0);
 }
 
 // ---- in a namespace with only lo (tests/cli/traceroute_netns.sh) --------------------------
