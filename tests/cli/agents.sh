@@ -8,18 +8,7 @@ set -uo pipefail
 : "${SONDE_BUILD_DIR:?}" "${SONDE_SOURCE_DIR:?}"
 S=$SONDE_BUILD_DIR/bin/sonde
 CTL=$SONDE_BUILD_DIR/bin/sondectl
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fails=0 passes=0
-ok() { passes=$((passes + 1)); echo "ok: $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL: $1"; }
-contains() { if grep -qE -- "$2" <<<"$out"; then ok "$1"; else bad "$1: /$2/ not in: $out"; fi; }
+source "$SONDE_SOURCE_DIR/tests/support/cli.sh"
 
 # An empty task file: the central runs no probes of its own.
 : >"$work/central.toml"

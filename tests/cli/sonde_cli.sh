@@ -5,33 +5,8 @@ set -uo pipefail
 : "${SONDE_BUILD_DIR:?}" "${SONDE_SOURCE_DIR:?}"
 S=$SONDE_BUILD_DIR/bin/sonde
 FIX=$SONDE_BUILD_DIR/tests/fixtures
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fails=0 passes=0
-ok() { passes=$((passes + 1)); echo "ok: $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL: $1"; }
-# expect_rc NAME RC CMD... : run CMD, keep stdout+stderr in $out, compare the exit code
-expect_rc() {
-  local name=$1 want=$2
-  shift 2
-  out=$("$@" 2>&1)
-  local rc=$?
-  if [[ $rc -eq $want ]]; then ok "$name (exit $rc)"; else bad "$name: exit $rc, want $want; output: $out"; fi
-}
-contains() { if grep -qE -- "$2" <<<"$out"; then ok "$1"; else bad "$1: /$2/ not in: $out"; fi; }
-
-"$SONDE_BUILD_DIR/bin/sonde_test_listen" 90 >"$work/port" &
-pids+=($!)
-for _ in $(seq 50); do
-  [[ -s $work/port ]] && break
-  sleep 0.1
-done
-open=$(cat "$work/port")
+source "$SONDE_SOURCE_DIR/tests/support/cli.sh"
+start_listener 90
 closed=$(bash -c 'for p in $(seq 47200 47300); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done')
 
 expect_rc "--version" 0 "$S" --version

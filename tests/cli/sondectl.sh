@@ -6,33 +6,8 @@ set -uo pipefail
 : "${SONDE_BUILD_DIR:?}" "${SONDE_SOURCE_DIR:?}"
 S=$SONDE_BUILD_DIR/bin/sonde
 CTL=$SONDE_BUILD_DIR/bin/sondectl
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fails=0 passes=0
-ok() { passes=$((passes + 1)); echo "ok: $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL: $1"; }
-expect_rc() {
-  local name=$1 want=$2
-  shift 2
-  out=$("$@" 2>&1)
-  local rc=$?
-  if [[ $rc -eq $want ]]; then ok "$name (exit $rc)"; else bad "$name: exit $rc, want $want; output: $out"; fi
-}
-contains() { if grep -qE -- "$2" <<<"$out"; then ok "$1"; else bad "$1: /$2/ not in: $out"; fi; }
-
-"$SONDE_BUILD_DIR/bin/sonde_test_listen" 120 >"$work/port" &
-pids+=($!)
-for _ in $(seq 50); do
-  [[ -s $work/port ]] && break
-  sleep 0.1
-done
-open=$(cat "$work/port")
+source "$SONDE_SOURCE_DIR/tests/support/cli.sh"
+start_listener 120
 
 # start_engine NAME ARGS...: run `sonde run ARGS` in the background, wait for its control
 # address; sets $port and $engine_pid.

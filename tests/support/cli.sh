@@ -1,0 +1,33 @@
+# Shared by the black-box scripts in tests/cli/ (sourced, not run): a scratch directory and
+# background processes cleaned up on exit, pass/fail counters and the usual checks.
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fails=0 passes=0
+ok() { passes=$((passes + 1)); echo "ok: $1"; }
+bad() { fails=$((fails + 1)); echo "FAIL: $1"; }
+# expect_rc NAME RC CMD... : run CMD, keep stdout+stderr in $out, compare the exit code
+expect_rc() {
+  local name=$1 want=$2
+  shift 2
+  out=$("$@" 2>&1)
+  local rc=$?
+  if [[ $rc -eq $want ]]; then ok "$name (exit $rc)"; else bad "$name: exit $rc, want $want; output: $out"; fi
+}
+# contains NAME REGEX : $out (from the last expect_rc) matches REGEX
+contains() { if grep -qE -- "$2" <<<"$out"; then ok "$1"; else bad "$1: /$2/ not in: $out"; fi; }
+# start_listener SECONDS : a loopback TCP listener that lives SECONDS; sets $open to its port
+start_listener() {
+  "$SONDE_BUILD_DIR/bin/sonde_test_listen" "$1" >"$work/port" &
+  pids+=($!)
+  for _ in $(seq 50); do
+    [[ -s $work/port ]] && break
+    sleep 0.1
+  done
+  open=$(cat "$work/port")
+}
