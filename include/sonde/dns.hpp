@@ -291,10 +291,6 @@ class dns_probe {
     return option_error("query", "option 'query' is required: the name to look up");
   }
 
-  static std::string describe(const asio::ip::address& a, std::uint16_t port) {
-    return a.to_string() + " port " + std::to_string(port);
-  }
-
   /// Lower case, without a trailing dot, IPv6 addresses canonical: how expected values and
   /// answer data are compared.
   static std::string normalize(std::string_view v) {
@@ -403,7 +399,7 @@ class dns_probe {
     sock.connect(ep, ec);  // no traffic: binds the peer so ICMP errors reach this socket
     if (ec) {
       x.why = detail::classify(ec, false);
-      x.error = "cannot send to " + describe(addr, port) + ": " + ec.message();
+      x.error = "cannot send to " + detail::endpoint_text(addr, port) + ": " + ec.message();
       co_return x;
     }
     detail::watchdog dog(ex, dl, [&sock] {
@@ -431,11 +427,12 @@ class dns_probe {
       if (rec) {
         if (dog.fired() || rec == asio::error::operation_aborted) {
           x.why = reason::timeout;
-          x.error = "no reply from " + describe(addr, port) + " over UDP by the deadline";
+          x.error =
+              "no reply from " + detail::endpoint_text(addr, port) + " over UDP by the deadline";
           if (ignored) x.error += " (" + std::to_string(ignored) + " unmatched replies ignored)";
         } else if (rec == asio::error::connection_refused) {
           x.why = reason::refused;
-          x.error = "port unreachable (ICMP) at " + describe(addr, port);
+          x.error = "port unreachable (ICMP) at " + detail::endpoint_text(addr, port);
         } else {
           x.why = detail::classify(rec, false);
           x.error = "receive failed: " + rec.message();
@@ -497,9 +494,10 @@ class dns_probe {
     if (cec) {
       x.t_reply = clock::now();
       x.why = detail::classify(cec, dog.fired());
-      x.error = x.why == reason::timeout
-                    ? "TCP connect to " + describe(addr, port) + " timed out"
-                    : "TCP connect to " + describe(addr, port) + " failed: " + cec.message();
+      x.error =
+          x.why == reason::timeout
+              ? "TCP connect to " + detail::endpoint_text(addr, port) + " timed out"
+              : "TCP connect to " + detail::endpoint_text(addr, port) + " failed: " + cec.message();
       co_return x;
     }
     auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(frame.data(), qlen + 2),
@@ -535,7 +533,8 @@ class dns_probe {
       if (rec) {
         if (dog.fired() || rec == asio::error::operation_aborted) {
           x.why = reason::timeout;
-          x.error = "no reply from " + describe(addr, port) + " over TCP by the deadline";
+          x.error =
+              "no reply from " + detail::endpoint_text(addr, port) + " over TCP by the deadline";
         } else if (rec == asio::error::eof) {
           x.why = reason::protocol;
           x.error = lec ? (ln == 0 ? "server closed the TCP connection without a reply"

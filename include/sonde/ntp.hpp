@@ -133,7 +133,7 @@ class ntp_probe {
     obs.start = detail::wall_now();
 
     std::vector<asio::ip::address> addrs;
-    if (auto a = detail::parse_ip_literal(t.host); a && family_allows(*a)) {
+    if (auto a = detail::parse_ip_literal(t.host); a && detail::family_allows(family_, *a)) {
       addrs.push_back(*a);
     } else {
       auto r = co_await resolve(t.host, family_, dl);
@@ -153,7 +153,7 @@ class ntp_probe {
       sock.open(ep.protocol(), ec);
       if (ec) {
         if (!last) continue;
-        co_return tl::unexpected(open_error(ec));
+        co_return tl::unexpected(detail::udp_open_error(ec));
       }
       sock.non_blocking(true, ec);
       // Kernel receive timestamps on the realtime clock; without them T4 is read after recv.
@@ -161,9 +161,10 @@ class ntp_probe {
       (void)::setsockopt(sock.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
       if (!ec) sock.connect(ep, ec);  // no traffic: filters the source, brings ICMP errors
       if (ec) {
-        if (!last && retry_next(ec)) continue;
-        obs.fail(detail::classify(ec, false),
-                 "cannot send to " + describe(ep) + ": " + ec.message());
+        if (!last && detail::worth_next_address(ec)) continue;
+        obs.fail(detail::classify(ec, false), "cannot send to " +
+                                                  detail::endpoint_text(ep.address(), ep.port()) +
+                                                  ": " + ec.message());
         co_return std::move(obs);
       }
 
@@ -195,7 +196,7 @@ class ntp_probe {
           obs.fail(reason::timeout, "send timed out");
           co_return std::move(obs);
         }
-        if (!last && retry_next(ec)) continue;
+        if (!last && detail::worth_next_address(ec)) continue;
         obs.fail(detail::classify(ec, false), "send failed: " + ec.message());
         co_return std::move(obs);
       }
@@ -220,7 +221,7 @@ class ntp_probe {
         }
       }
       if (x.error) {
-        if (!last && retry_next(x.error)) continue;
+        if (!last && detail::worth_next_address(x.error)) continue;
         obs.latency = x.t4_mono - x.t1_mono;
         if (x.error == asio::error::connection_refused)
           obs.fail(reason::refused, "port unreachable (ICMP)");
@@ -391,27 +392,6 @@ class ntp_probe {
           "server unsynchronised (leap indicator 3, clock not synchronised): " + summary);
     obs.message = std::move(summary);
     return obs;
-  }
-
-  static probe_error open_error(const asio::error_code& ec) {
-    auto code = ec == asio::error::address_family_not_supported ? probe_errc::unsupported
-                                                                : probe_errc::resource;
-    return probe_error{code, "", "cannot open a UDP socket: " + ec.message()};
-  }
-
-  static std::string describe(const asio::ip::udp::endpoint& ep) {
-    return ep.address().to_string() + " port " + std::to_string(ep.port());
-  }
-
-  /// Whether another address is worth trying after `ec`.
-  static bool retry_next(const asio::error_code& ec) {
-    auto r = detail::classify(ec, false);
-    return r == reason::refused || r == reason::unreachable;
-  }
-
-  bool family_allows(const asio::ip::address& a) const noexcept {
-    return family_ == address_family::any || (family_ == address_family::ipv4 && a.is_v4()) ||
-           (family_ == address_family::ipv6 && a.is_v6());
   }
 
   options opts_;

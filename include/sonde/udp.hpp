@@ -358,7 +358,7 @@ class udp_probe {
     std::vector<asio::ip::address> resolved;
     std::span<const asio::ip::address> addrs;
     if (t.kind != host_kind::name) {
-      if (auto a = detail::parse_ip_literal(t.host); a && family_allows(*a)) {
+      if (auto a = detail::parse_ip_literal(t.host); a && detail::family_allows(family_, *a)) {
         literal = *a;
         addrs = std::span<const asio::ip::address>(&literal, 1);
       }
@@ -401,9 +401,10 @@ class udp_probe {
         if (ec == asio::error::address_family_not_supported || ec == asio::error::no_descriptors ||
             ec.value() == ENFILE || ec == asio::error::no_buffer_space ||
             ec == asio::error::no_memory)
-          co_return tl::unexpected(open_error(ec));
-        obs.fail(detail::classify(ec, false),
-                 "cannot send to " + describe(ep) + ": " + ec.message());
+          co_return tl::unexpected(detail::udp_open_error(ec));
+        obs.fail(detail::classify(ec, false), "cannot send to " +
+                                                  detail::endpoint_text(ep.address(), ep.port()) +
+                                                  ": " + ec.message());
         co_return std::move(obs);
       }
 
@@ -421,7 +422,7 @@ class udp_probe {
           obs.fail(reason::timeout, "send timed out");
           co_return std::move(obs);
         }
-        if (!last && retry_next(ec)) continue;
+        if (!last && detail::worth_next_address(ec)) continue;
         obs.fail(detail::classify(ec, false), "send failed: " + ec.message());
         co_return std::move(obs);
       }
@@ -455,8 +456,8 @@ class udp_probe {
         }
         co_return std::move(obs);
       }
-      if (retry_next(ec)) keep(false);  // an ICMP error leaves nothing queued
-      if (!last && retry_next(ec)) continue;
+      if (detail::worth_next_address(ec)) keep(false);  // an ICMP error leaves nothing queued
+      if (!last && detail::worth_next_address(ec)) continue;
       obs.latency = t_reply - t_send;
       if (ec == asio::error::connection_refused)
         obs.fail(reason::refused, "port unreachable (ICMP)");
@@ -475,27 +476,6 @@ class udp_probe {
   static probe_error both_payloads_error() {
     return option_error("send_hex",
                         "'send' and 'send_hex' are mutually exclusive: give one of them");
-  }
-
-  static probe_error open_error(const asio::error_code& ec) {
-    auto code = ec == asio::error::address_family_not_supported ? probe_errc::unsupported
-                                                                : probe_errc::resource;
-    return probe_error{code, "", "cannot open a UDP socket: " + ec.message()};
-  }
-
-  static std::string describe(const asio::ip::udp::endpoint& ep) {
-    return ep.address().to_string() + " port " + std::to_string(ep.port());
-  }
-
-  /// Whether another address is worth trying after `ec`.
-  static bool retry_next(const asio::error_code& ec) {
-    auto r = detail::classify(ec, false);
-    return r == reason::refused || r == reason::unreachable;
-  }
-
-  bool family_allows(const asio::ip::address& a) const noexcept {
-    return family_ == address_family::any || (family_ == address_family::ipv4 && a.is_v4()) ||
-           (family_ == address_family::ipv6 && a.is_v6());
   }
 
   /// Make sure the socket is registered with the reactor and the watchdog runs. False when the

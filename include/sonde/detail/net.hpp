@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include <asio/error.hpp>
+#include <asio/ip/address.hpp>
 #include <asio/steady_timer.hpp>
 
 #include "../probe.hpp"
@@ -167,6 +168,30 @@ inline tl::expected<address_family, probe_error> family_option(std::string_view 
   if (f == "ipv6" || f == "inet6" || f == "6") return address_family::ipv6;
   return tl::unexpected(
       option_error("family", "family must be auto, ipv4 or ipv6, not \"" + std::string(f) + "\""));
+}
+
+/// Whether address `a` belongs to family `f` (any allows both).
+inline bool family_allows(address_family f, const asio::ip::address& a) noexcept {
+  return f == address_family::any || (f == address_family::ipv4 && a.is_v4()) ||
+         (f == address_family::ipv6 && a.is_v6());
+}
+
+/// "192.0.2.1 port 53", for messages.
+inline std::string endpoint_text(const asio::ip::address& a, std::uint16_t port) {
+  return a.to_string() + " port " + std::to_string(port);
+}
+
+/// Whether a name's next address is worth trying after `ec` (this one refused or unreachable).
+inline bool worth_next_address(const asio::error_code& ec) {
+  auto r = classify(ec, false);
+  return r == reason::refused || r == reason::unreachable;
+}
+
+/// A UDP socket that could not be opened: the family is unsupported, or resources ran out.
+inline probe_error udp_open_error(const asio::error_code& ec) {
+  auto code = ec == asio::error::address_family_not_supported ? probe_errc::unsupported
+                                                              : probe_errc::resource;
+  return probe_error{code, "", "cannot open a UDP socket: " + ec.message()};
 }
 
 }  // namespace sonde::detail
