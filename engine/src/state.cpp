@@ -10,6 +10,7 @@
 
 #include <toml++/toml.h>
 
+#include <sonde/engine/output.hpp>
 #include <sonde/engine/state.hpp>
 
 namespace fs = std::filesystem;
@@ -46,36 +47,12 @@ std::string format_duration_exact(duration d) {
   return std::to_string(ns) + "ns";
 }
 
+// A TOML basic string. Its escapes (\" \\ \n \r \t \uXXXX) are exactly JSON's, so the
+// JSON writer's quoting serves both.
 std::string toml_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04X", c);
-          out += b;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
+  std::string out;
+  append_json_string(out, s);
+  return out;
 }
 
 namespace {
