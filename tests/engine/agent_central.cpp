@@ -20,76 +20,17 @@
 #include <sonde/engine/task_set.hpp>
 
 #include "support/files.hpp"
+#include "support/line_client.hpp"
 #include "support/plugins.hpp"
 
 using namespace sonde::engine;
 using sonde::test::plugins;
 using sonde::test::temp_dir;
 using json = nlohmann::json;
+using client = sonde::test::line_client;
 using namespace std::chrono_literals;
 
 namespace {
-
-class client {
- public:
-  explicit client(unsigned short port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-      throw std::runtime_error("connect failed");
-    timeval tv{5, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  ~client() { ::close(fd_); }
-  client(const client&) = delete;
-  client& operator=(const client&) = delete;
-  void send(const json& j) {
-    std::string s = j.dump() + "\n";
-    std::string_view v = s;
-    while (!v.empty()) {
-      auto n = ::send(fd_, v.data(), v.size(), MSG_NOSIGNAL);
-      if (n <= 0) throw std::runtime_error("send failed");
-      v.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
-  // The next line as JSON; nullopt on timeout or end of stream (eof() tells which).
-  std::optional<json> line() {
-    while (true) {
-      auto nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        auto j = json::parse(buf_.substr(0, nl));
-        buf_.erase(0, nl + 1);
-        return j;
-      }
-      char tmp[65536];
-      auto n = ::recv(fd_, tmp, sizeof tmp, 0);
-      if (n == 0) eof_ = true;
-      if (n <= 0) return std::nullopt;
-      buf_.append(tmp, static_cast<std::size_t>(n));
-    }
-  }
-  json reply() {
-    for (int i = 0; i < 1000; ++i) {
-      auto j = line();
-      if (!j) throw std::runtime_error(eof_ ? "closed" : "no reply");
-      if (j->contains("ok")) return *j;
-    }
-    throw std::runtime_error("no reply");
-  }
-  json call(const json& req) {
-    send(req);
-    return reply();
-  }
-  bool eof() const { return eof_; }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-  bool eof_ = false;
-};
 
 // A central: empty task file, scheduler, control server, agent registry and commands.
 class central {
@@ -214,7 +155,7 @@ TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect"
   r = ctl.call({{"command", "agent"}, {"agent", "x"}, {"action", "info"}});
   REQUIRE(r["pending"] == true);
   auto id = r["id"];
-  auto ev = a.line();
+  auto ev = a.json_line();
   REQUIRE(ev);
   CHECK((*ev)["event"] == "info");
   CHECK((*ev)["id"] == id);
@@ -224,7 +165,7 @@ TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect"
               {"seq", 3},
               {"facts", {{"os", "TestOS 2"}, {"name", "x"}, {"ip", "127.0.0.1"}}}});
   CHECK(r["ok"] == true);
-  ev = ctl.line();
+  ev = ctl.json_line();
   REQUIRE(ev);
   CHECK((*ev)["event"] == "agent_info");
   CHECK((*ev)["id"] == id);
@@ -239,17 +180,17 @@ TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect"
   client a2(c.port);
   r = a2.call(hello("x"));
   CHECK(r["last_seq"] == 301);
-  CHECK_FALSE(a.line());
+  CHECK_FALSE(a.json_line());
   CHECK(a.eof());
 
   // disconnect: the event, then the connection closes; the agent shows as disconnected.
   r = ctl.call({{"command", "agent"}, {"agent", "x"}, {"action", "disconnect"}, {"reason", "bye"}});
   CHECK(r["ok"] == true);
-  ev = a2.line();
+  ev = a2.json_line();
   REQUIRE(ev);
   CHECK((*ev)["event"] == "disconnect");
   CHECK((*ev)["reason"] == "bye");
-  CHECK_FALSE(a2.line());
+  CHECK_FALSE(a2.json_line());
   CHECK(a2.eof());
   r = ctl.call({{"command", "agents"}});
   CHECK(r["agents"][0]["state"] == "disconnected");
