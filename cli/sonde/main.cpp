@@ -20,6 +20,9 @@
 #include <sonde/engine/state.hpp>
 #include <sonde/engine/task_set.hpp>
 #include <sonde/version.hpp>
+#ifdef SONDE_WITH_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 #include "agent_cmd.hpp"
 
@@ -470,6 +473,16 @@ int cmd_plugins(const std::string& describe, const std::vector<std::string>& plu
   return 0;
 }
 
+std::string allocator_name() {
+#ifdef SONDE_WITH_MIMALLOC
+  int v = mi_version();  // e.g. 209 for 2.0.9
+  return "mimalloc " + std::to_string(v / 100) + "." + std::to_string(v / 10 % 10) + "." +
+         std::to_string(v % 10);
+#else
+  return "libc malloc";
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -477,7 +490,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("sonde ") + SONDE_VERSION_STRING + "\nplugin ABI " +
                                         std::to_string(SONDE_PLUGIN_ABI_MAJOR) + "." +
                                         std::to_string(SONDE_PLUGIN_ABI_MINOR) + "\nfingerprint " +
-                                        engine_fingerprint());
+                                        engine_fingerprint() + "\nallocator " + allocator_name());
   app.require_subcommand(1);
   app.footer("Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown or usage/config error.");
 
