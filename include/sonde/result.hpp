@@ -79,6 +79,11 @@ struct observation {
     if (metrics.empty()) metrics.reserve(8);  // most probes set a handful: one allocation
     metrics.push_back(metric{std::string(name), value});
   }
+  /// Append metric `name`, which the caller knows is not set yet (hot paths: no search).
+  void add(std::string_view name, double value) {
+    if (metrics.empty()) metrics.reserve(8);
+    metrics.push_back(metric{std::string(name), value});
+  }
   /// The value of metric `name`; "latency" is derived from `latency` when not set explicitly.
   std::optional<double> get(std::string_view name) const {
     auto it = std::find_if(metrics.begin(), metrics.end(),

@@ -555,6 +555,18 @@ TEST_CASE("icmp: ICMP errors make the target unreachable and name the reporter",
   CHECK(b.stats.ipv4.pending == 0);
   CHECK(responder.last_ttl() == 7);  // per-packet TTL through sendmsg ancillary data
   check_expected_mode(b.stats.ipv4);
+
+  // The default TTL is the socket's own (no ancillary data); a run with another TTL on the
+  // same socket does not leave it behind.
+  auto d = make_icmp({{"count", std::int64_t{1}}});
+  auto again = run_all(d, {test::target_for<icmp_probe>("127.0.0.9")}, 2000ms);
+  REQUIRE(again.results[0]);
+  CHECK(again.results[0]->why == reason::unreachable);
+  CHECK(responder.last_ttl() == 64);
+  run_all(p, {test::target_for<icmp_probe>("127.0.0.9")}, 2000ms);
+  CHECK(responder.last_ttl() == 7);
+  run_all(d, {test::target_for<icmp_probe>("127.0.0.10")}, 2000ms);
+  CHECK(responder.last_ttl() == 64);
 }
 
 TEST_CASE("icmp: no route to the target is unreachable", "[.icmp-netns]") {
