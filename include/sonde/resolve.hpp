@@ -205,6 +205,9 @@ class ares_service final : public asio::execution_context::service {
 
 /// Parse an IP literal (with optional %zone for IPv6), or nullopt.
 inline std::optional<asio::ip::address> parse_ip_literal(const std::string& host) {
+  if (unsigned char b[4]; parse_ipv4(host, b))
+    return asio::ip::address(asio::ip::address_v4({b[0], b[1], b[2], b[3]}));
+  if (host.find(':') == std::string::npos) return std::nullopt;  // neither v4 nor v6
   asio::error_code ec;
   auto a = asio::ip::make_address(host, ec);
   if (ec) return std::nullopt;

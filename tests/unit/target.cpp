@@ -63,3 +63,37 @@ TEST_CASE("target: malformed targets say what is wrong", "[target]") {
     CHECK_THAT(t.error(), Catch::Contains(b.why));
   }
 }
+
+TEST_CASE("target: the IPv4 parser accepts exactly what inet_pton accepts", "[target]") {
+  auto same = [](const std::string& s) {
+    unsigned char ours[4] = {}, libc[4] = {};
+    const bool a = sonde::detail::parse_ipv4(s, ours);
+    const bool b = inet_pton(AF_INET, s.c_str(), libc) == 1;
+    INFO("\"" << s << "\"");
+    REQUIRE(a == b);
+    if (a) REQUIRE(std::equal(ours, ours + 4, libc));
+  };
+  for (const char* s : {"127.0.0.1", "0.0.0.0",   "255.255.255.255", "10.1.2.3",   "1.2.3",
+                        "1.2.3.4.5", "256.1.1.1", "1.2.3.256",       "01.2.3.4",   "1.2.3.04",
+                        "1.2.3.0",   "1..2.3",    ".1.2.3",          "1.2.3.",     "",
+                        "1.2.3.4 ",  " 1.2.3.4",  "1.2.3.4x",        "1234.1.1.1", "0x7f.0.0.1",
+                        "::1",       "localhost", "999.999.999.999", "1.2.3.-4"})
+    same(s);
+  // Random strings over the characters that matter.
+  std::uint32_t x = 12345;
+  const std::string alphabet = "0123456789.0123456789.2559x";
+  for (int i = 0; i < 20000; ++i) {
+    x = x * 1103515245u + 12345u;
+    std::string s;
+    for (std::uint32_t n = (x >> 16) % 17, k = 0; k < n; ++k) {
+      x = x * 1103515245u + 12345u;
+      s += alphabet[(x >> 16) % alphabet.size()];
+    }
+    same(s);
+  }
+  // Every octet value, leading zeros included.
+  for (int v = 0; v < 1000; ++v) {
+    same("10.0.0." + std::to_string(v));
+    same("10.0.0.0" + std::to_string(v));
+  }
+}
