@@ -175,12 +175,52 @@ bool metric_matches(std::string_view pattern, std::string_view name) {
 
 namespace {
 
+// The common keys, in the order of common_keys; every other key is a probe option.
+enum common_key : int {
+  k_name,
+  k_type,
+  k_target,
+  k_interval,
+  k_timeout,
+  k_enabled,
+  k_tags,
+  k_warn,
+  k_crit,
+  k_common_count,
+  k_option = -1
+};
+
+// Which common key `k` is (k_option for none): one length switch, no list search (this runs
+// for every key of every task).
+int common_key_of(std::string_view k) noexcept {
+  switch (k.size()) {
+    case 4:
+      if (k == "name") return k_name;
+      if (k == "type") return k_type;
+      if (k == "tags") return k_tags;
+      if (k == "warn") return k_warn;
+      if (k == "crit") return k_crit;
+      return k_option;
+    case 6:
+      return k == "target" ? k_target : k_option;
+    case 7:
+      if (k == "timeout") return k_timeout;
+      if (k == "enabled") return k_enabled;
+      return k_option;
+    case 8:
+      return k == "interval" ? k_interval : k_option;
+    default:
+      return k_option;
+  }
+}
+
 // A key of a task (or of [defaults]) as written; positions are computed only for errors.
 struct raw_entry {
   std::string_view key;
   const toml::key* key_node;
   const toml::node* node;
   bool from_defaults;
+  int common;  // common_key_of(key)
 };
 using entry_list = std::vector<raw_entry>;  // a handful of keys: linear search beats a map
 
@@ -459,7 +499,8 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           err(where, "'" + key + "' cannot have a default (it is specific to each task)");
           continue;
         }
-        bool common = std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end();
+        const int ck = common_key_of(key);
+        bool common = ck != k_option;
         bool option =
             std::find(all_option_keys.begin(), all_option_keys.end(), key) != all_option_keys.end();
         if (!common && !option) {
@@ -468,7 +509,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           err(where, "unknown key '" + key + "' in [defaults]" + did_you_mean(key, cands));
           continue;
         }
-        defaults.push_back(raw_entry{k.str(), &k, &v, true});
+        defaults.push_back(raw_entry{k.str(), &k, &v, true, ck});
       }
     } else {
       err(pos_of(path, dn->source()), "'defaults' must be a table: [defaults]");
@@ -495,7 +536,8 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       tasks = nullptr;
     }
   }
-  std::unordered_map<std::string, const toml::node*> names_seen;
+  // Keys view the names inside the document, which outlives this function's use of them.
+  std::unordered_map<std::string_view, const toml::node*> names_seen;
   entry_list entries;
   if (tasks) {
     file.tasks.reserve(tasks->size());
@@ -507,7 +549,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       std::size_t errors_before = errors.size();
       entries.assign(defaults.begin(), defaults.end());  // reuses the capacity
       for (auto&& [k, v] : tt) {
-        raw_entry e{k.str(), &k, &v, false};
+        raw_entry e{k.str(), &k, &v, false, common_key_of(k.str())};
         auto it = std::find_if(entries.begin(), entries.end(),
                                [&](const raw_entry& x) { return x.key == e.key; });
         if (it != entries.end())
@@ -515,15 +557,18 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         else
           entries.push_back(e);
       }
+      std::array<const raw_entry*, k_common_count> common{};
+      for (const auto& e : entries)
+        if (e.common != k_option) common[static_cast<std::size_t>(e.common)] = &e;
 
-      auto entry_of = [&](std::string_view key) { return find_entry(entries, key); };
-      auto str_of = [&](const char* key, std::string& out) -> bool {
+      auto entry_of = [&](common_key key) { return common[static_cast<std::size_t>(key)]; };
+      auto str_of = [&](common_key key, std::string& out) -> bool {
         const raw_entry* e = entry_of(key);
         if (!e) return false;
         const auto* s = e->node->as_string();
         if (!s) {
           err(vpos(*e),
-              std::string("'") + key + "' must be a string, not " + node_type_name(*e->node));
+              "'" + std::string(e->key) + "' must be a string, not " + node_type_name(*e->node));
           return false;
         }
         out = s->get();
@@ -533,68 +578,68 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       // type first: it decides which option keys exist
       const probe_type_entry* entry = nullptr;
       std::string type_text;
-      if (str_of("type", type_text)) {
+      if (str_of(k_type, type_text)) {
         entry = plugins.find(type_text);
         if (!entry) {
           std::string known;
           for (auto& n : known_types) known += (known.empty() ? "" : ", ") + n;
-          err(vpos(*entry_of("type")),
+          err(vpos(*entry_of(k_type)),
               "unknown probe type '" + type_text + "'" + did_you_mean(type_text, known_types) +
                   "; available: " + (known.empty() ? "none (no plugins found)" : known));
         }
-      } else if (!entry_of("type")) {
+      } else if (!entry_of(k_type)) {
         err(spec.where, "task has no 'type' (e.g. type = \"tcp\")");
       }
-      if (str_of("name", spec.name)) {
+      if (str_of(k_name, spec.name)) {
         if (spec.name.empty() || spec.name.size() > 200)
-          err(vpos(*entry_of("name")), "'name' must be 1 to 200 characters");
+          err(vpos(*entry_of(k_name)), "'name' must be 1 to 200 characters");
         else if (std::any_of(spec.name.begin(), spec.name.end(),
                              [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
-          err(vpos(*entry_of("name")), "'name' must not contain control characters");
+          err(vpos(*entry_of(k_name)), "'name' must not contain control characters");
         else if (auto it = names_seen.find(spec.name); it != names_seen.end()) {
           auto first = pos_of(path, it->second->source());
-          err(vpos(*entry_of("name")),
+          err(vpos(*entry_of(k_name)),
               "duplicate task name '" + spec.name + "' (first defined at " + first.file + ":" +
                   std::to_string(first.line) + ":" + std::to_string(first.column) + ")");
         } else
-          names_seen.emplace(spec.name, entry_of("name")->node);
-      } else if (!entry_of("name")) {
+          names_seen.emplace(entry_of(k_name)->node->as_string()->get(), entry_of(k_name)->node);
+      } else if (!entry_of(k_name)) {
         err(spec.where, "task has no 'name'");
       }
-      if (!str_of("target", spec.target) && !entry_of("target"))
+      if (!str_of(k_target, spec.target) && !entry_of(k_target))
         err(spec.where, "task '" + spec.name + "' has no 'target'");
 
       spec.interval = default_interval;
       bool timeout_set = false;
-      for (const char* dk : {"interval", "timeout"}) {
+      for (common_key dk : {k_interval, k_timeout}) {
         const raw_entry* e = entry_of(dk);
         if (!e) continue;
         auto d = duration_of(*e);
         if (!d) {
-          err(vpos(*e), std::string("'") + dk + "': " + d.error());
+          err(vpos(*e), "'" + std::string(e->key) + "': " + d.error());
           continue;
         }
         if (*d < std::chrono::milliseconds(1)) {
-          err(vpos(*e), std::string("'") + dk + "' must be at least 1ms");
+          err(vpos(*e), "'" + std::string(e->key) + "' must be at least 1ms");
           continue;
         }
-        if (dk == std::string("interval"))
+        if (dk == k_interval)
           spec.interval = *d;
         else
           spec.timeout = *d, timeout_set = true;
       }
       if (!timeout_set) spec.timeout = std::min(default_timeout, spec.interval);
       if (timeout_set && spec.timeout > spec.interval)
-        err(vpos(*entry_of("timeout")), "'timeout' (" + format_duration(spec.timeout) +
+        err(vpos(*entry_of(k_timeout)), "'timeout' (" + format_duration(spec.timeout) +
                                             ") must not exceed 'interval' (" +
                                             format_duration(spec.interval) + ")");
-      if (const raw_entry* e = entry_of("enabled")) {
+      if (const raw_entry* e = entry_of(k_enabled)) {
         if (auto b = e->node->value_exact<bool>())
           spec.enabled = *b;
         else
           err(vpos(*e), "'enabled' must be true or false");
       }
-      if (const raw_entry* e = entry_of("tags")) {
+      if (const raw_entry* e = entry_of(k_tags)) {
         if (auto* t = e->node->as_table()) {
           for (auto&& [k, v] : *t) {
             if (auto s = v.value_exact<std::string>())
@@ -606,9 +651,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           err(vpos(*e), "'tags' must be a table of strings, e.g. tags = { team = \"web\" }");
         }
       }
-      for (const char* ck : {"warn", "crit"}) {
-        const raw_entry* ce = entry_of(ck);
+      for (common_key which : {k_warn, k_crit}) {
+        const raw_entry* ce = entry_of(which);
         if (!ce) continue;
+        const std::string ck(ce->key);
         std::vector<std::pair<std::string, source_pos>> texts;
         const toml::node& n = *ce->node;
         if (auto s = n.value_exact<std::string>()) {
@@ -630,7 +676,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           if (!c)
             err(p, c.error());
           else
-            (ck == std::string("warn") ? spec.warn : spec.crit).push_back(std::move(*c));
+            (which == k_warn ? spec.warn : spec.crit).push_back(std::move(*c));
         }
       }
       // probe options
@@ -638,7 +684,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         // No string copies on the common path: this runs for every key of every task.
         for (const auto& re : entries) {
           const std::string_view key = re.key;
-          if (std::find(common_keys.begin(), common_keys.end(), key) != common_keys.end()) continue;
+          if (re.common != k_option) continue;
           const sonde_option_desc* od = nullptr;
           for (std::size_t i = 0; i < entry->type->option_count; ++i)
             if (key == entry->type->options[i].key) od = &entry->type->options[i];
@@ -662,7 +708,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         auto p = create_probe(*entry, spec.target, spec.options, spec.timeout);
         if (!p) {
           source_pos where = spec.where;
-          if (const raw_entry* e = entry_of(p.error().key)) where = vpos(*e);
+          if (const raw_entry* e = find_entry(entries, p.error().key)) where = vpos(*e);
           err(where, p.error().message);
         } else {
           spec.probe = std::move(*p);
