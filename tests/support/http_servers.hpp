@@ -56,6 +56,18 @@ class nginx_server {
       for (std::size_t i = 0; i < big_size / chunk.size(); ++i) big << chunk;
     }
     std::ofstream(dir + "/htpasswd") << "alice:{PLAIN}wonderland\n";
+    // free_port() can race with other tests running in parallel (the port is taken again
+    // before nginx binds it): start again on fresh ports when that happens.
+    for (int attempt = 1;; ++attempt) {
+      std::string why;
+      if (start(certs, why)) break;
+      if (attempt == 3 || why.find("Address already in use") == std::string::npos)
+        throw std::runtime_error("nginx did not start: " + why);
+    }
+  }
+
+ private:
+  bool start(const test_certs& certs, std::string& why) {
     http_port = free_port();
     valid_port = free_port();
     expired_port = free_port();
@@ -100,12 +112,14 @@ class nginx_server {
       return tcp_port_open(http_port) && tcp_port_open(valid_port) && tcp_port_open(expired_port) &&
              tcp_port_open(self_port) && tcp_port_open(h2_port);
     });
-    if (!up) {
-      std::ifstream log(dir + "/error.log");
-      std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-      throw std::runtime_error("nginx did not start: " + text);
-    }
+    if (up) return true;
+    proc_.reset();
+    std::ifstream log(dir + "/error.log");
+    why.assign(std::istreambuf_iterator<char>(log), std::istreambuf_iterator<char>());
+    return false;
   }
+
+ public:
   ~nginx_server() {
     proc_.reset();
     std::error_code ec;
