@@ -98,6 +98,8 @@ struct icmp_family_stats {
   std::uint64_t errors = 0;             ///< ICMP errors matched to a request
   std::uint64_t ignored = 0;            ///< well-formed messages that matched no request
   std::uint64_t malformed = 0;          ///< datagrams the codec rejected
+  std::uint64_t read_after_send = 0;    ///< datagrams read right after sending, without a wait
+  std::uint64_t reads_after_send = 0;   ///< reads tried right after sending (found or not)
 };
 
 /// Counters of both shared ICMP sockets of an io_context.
@@ -308,8 +310,12 @@ class icmp_channel {
   /// at most one extra system call per 16 bursts.
   void settle(const icmp_run& r) {
     if (!desc_ || closed_) return;
-    if (spec_misses_ < spec_miss_limit || (++spec_skipped_ & 15) == 0)
-      spec_misses_ = drain() > 0 ? 0 : std::min(spec_misses_ + 1, spec_miss_limit);
+    if (spec_misses_ < spec_miss_limit || (++spec_skipped_ & 15) == 0) {
+      ++stats_.reads_after_send;
+      const int got = drain();
+      stats_.read_after_send += static_cast<std::uint64_t>(got);
+      spec_misses_ = got > 0 ? 0 : std::min(spec_misses_ + 1, spec_miss_limit);
+    }
     if (r.complete() || !desc_) return;
     // Arming a wait re-registers the socket with epoll (EPOLL_CTL_MOD), which reports
     // anything that arrived while nobody was listening: no drain is needed first.

@@ -222,7 +222,12 @@ TEST_CASE("icmp: back-to-back runs on one io_context reuse the socket", "[icmp][
   if (no_icmp_permission(out.front())) return;
   for (const auto& r : out) check_healthy(r, 1);
   CHECK(clock::now() - t0 < 2s);
-  CHECK(icmp_socket_stats(io).ipv4.sockets_opened == 1);
+  const auto st = icmp_socket_stats(io).ipv4;
+  CHECK(st.sockets_opened == 1);
+  // Loopback answers before sendmsg returns: most replies are read without waiting (the
+  // cheap path), and the ones that were not still arrived through the wait.
+  CHECK(st.replies == 200);
+  CHECK(st.read_after_send >= 100);
 }
 
 TEST_CASE("icmp: destroying the io_context mid-run leaves nothing behind", "[icmp][integration]") {
@@ -520,6 +525,17 @@ TEST_CASE("icmp: no reply before the deadline is a timeout", "[.icmp-netns]") {
   CHECK(took >= 390ms);
   CHECK(took < 1s);
   CHECK(b.stats.ipv4.pending == 0);  // released at the deadline
+  CHECK(b.stats.ipv4.read_after_send == 0);
+
+  // Where nothing answers at once, reading right after sending backs off: after 8 misses in
+  // a row only every 16th burst reads.
+  auto one = make_icmp({{"count", std::int64_t{1}}});
+  std::vector<target> many(200, test::target_for<icmp_probe>("127.0.0.1"));
+  auto quiet = run_all(one, many, 300ms);
+  INFO("reads tried " << quiet.stats.ipv4.reads_after_send);
+  CHECK(quiet.stats.ipv4.sent == 200);
+  CHECK(quiet.stats.ipv4.reads_after_send >= 8);
+  CHECK(quiet.stats.ipv4.reads_after_send <= 8 + 200 / 16 + 1);
   check_expected_mode(b.stats.ipv4);
   CHECK(b.stats.ipv4.active_runs == 0);
 }
