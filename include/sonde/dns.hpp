@@ -41,6 +41,7 @@
 
 #include "detail/dns_message.hpp"
 #include "detail/net.hpp"
+#include "detail/peer_cache.hpp"
 #include "probe.hpp"
 #include "resolve.hpp"
 
@@ -387,20 +388,27 @@ class dns_probe {
     exchange x;
     auto ex = co_await asio::this_coro::executor;
     asio::ip::udp::endpoint ep(addr, port);
+    // The socket of an earlier run that got its answer from this server, or a new one.
+    auto& kept = asio::use_service<detail::udp_session_cache>(detail::io_context_of(ex));
     asio::ip::udp::socket sock(ex);
     asio::error_code ec;
-    sock.open(ep.protocol(), ec);
-    if (ec) {
-      x.fatal = socket_error(ec, "UDP");
-      x.why = detail::classify(ec, false);
-      x.error = "cannot open a UDP socket: " + ec.message();
-      co_return x;
-    }
-    sock.connect(ep, ec);  // no traffic: binds the peer so ICMP errors reach this socket
-    if (ec) {
-      x.why = detail::classify(ec, false);
-      x.error = "cannot send to " + detail::endpoint_text(addr, port) + ": " + ec.message();
-      co_return x;
+    if (auto s = kept.take(ep, detail::udp_session_cache::dns)) {
+      sock = std::move(*s);
+    } else {
+      sock.open(ep.protocol(), ec);
+      if (ec) {
+        x.fatal = socket_error(ec, "UDP");
+        x.why = detail::classify(ec, false);
+        x.error = "cannot open a UDP socket: " + ec.message();
+        co_return x;
+      }
+      sock.non_blocking(true, ec);
+      if (!ec) sock.connect(ep, ec);  // no traffic: binds the peer so ICMP errors reach us
+      if (ec) {
+        x.why = detail::classify(ec, false);
+        x.error = "cannot send to " + detail::endpoint_text(addr, port) + ": " + ec.message();
+        co_return x;
+      }
     }
     detail::watchdog dog(ex, dl, [&sock] {
       asio::error_code ignored;
@@ -409,10 +417,14 @@ class dns_probe {
     const std::uint16_t id = detail::random_dns_id();
     std::array<std::uint8_t, 512> query{};
     const std::size_t qlen = encode(query, id);
-    x.t_send = clock::now();
-    auto [sec, sent] =
-        co_await sock.async_send(asio::buffer(query.data(), qlen), as_tuple(asio::use_awaitable));
-    (void)sent;
+    // Sent at once (a non-blocking send), waiting for buffer space only if there is none.
+    asio::error_code sec;
+    while (true) {
+      x.t_send = clock::now();
+      sock.send(asio::buffer(query.data(), qlen), 0, sec);
+      if (sec != asio::error::would_block || dog.fired()) break;
+      (void)co_await sock.async_wait(asio::socket_base::wait_write, as_tuple(asio::use_awaitable));
+    }
     if (sec) {
       x.why = detail::classify(sec, dog.fired());
       x.error = x.why == reason::timeout ? "send timed out" : "send failed: " + sec.message();
@@ -442,7 +454,11 @@ class dns_probe {
       std::string err;
       auto v = classify_reply(std::span<const std::uint8_t>(buf.get(), n), id, x.reply, x.truncated,
                               err);
-      if (v == verdict::accept) co_return x;
+      if (v == verdict::accept) {
+        dog.disarm();
+        kept.give(ep, detail::udp_session_cache::dns, std::move(sock));
+        co_return x;
+      }
       if (v == verdict::malformed) {
         x.why = reason::protocol;
         x.error = std::move(err);

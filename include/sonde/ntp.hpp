@@ -54,6 +54,7 @@
 
 #include "detail/net.hpp"
 #include "detail/ntp_packet.hpp"
+#include "detail/peer_cache.hpp"
 #include "probe.hpp"
 #include "resolve.hpp"
 
@@ -145,27 +146,33 @@ class ntp_probe {
     }
 
     auto ex = co_await asio::this_coro::executor;
+    auto& kept = asio::use_service<detail::udp_session_cache>(detail::io_context_of(ex));
     for (std::size_t i = 0; i < addrs.size(); ++i) {
       const bool last = i + 1 == addrs.size();
       asio::ip::udp::endpoint ep(addrs[i], t.port);
+      // The socket of an earlier run that got its answer from this server, or a new one.
       asio::ip::udp::socket sock(ex);
       asio::error_code ec;
-      sock.open(ep.protocol(), ec);
-      if (ec) {
-        if (!last) continue;
-        co_return tl::unexpected(detail::udp_open_error(ec));
-      }
-      sock.non_blocking(true, ec);
-      // Kernel receive timestamps on the realtime clock; without them T4 is read after recv.
-      int on = 1;
-      (void)::setsockopt(sock.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
-      if (!ec) sock.connect(ep, ec);  // no traffic: filters the source, brings ICMP errors
-      if (ec) {
-        if (!last && detail::worth_next_address(ec)) continue;
-        obs.fail(detail::classify(ec, false), "cannot send to " +
-                                                  detail::endpoint_text(ep.address(), ep.port()) +
-                                                  ": " + ec.message());
-        co_return std::move(obs);
+      if (auto s = kept.take(ep, detail::udp_session_cache::ntp)) {
+        sock = std::move(*s);
+      } else {
+        sock.open(ep.protocol(), ec);
+        if (ec) {
+          if (!last) continue;
+          co_return tl::unexpected(detail::udp_open_error(ec));
+        }
+        sock.non_blocking(true, ec);
+        // Kernel receive timestamps on the realtime clock; without them T4 is read after recv.
+        int on = 1;
+        (void)::setsockopt(sock.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+        if (!ec) sock.connect(ep, ec);  // no traffic: filters the source, brings ICMP errors
+        if (ec) {
+          if (!last && detail::worth_next_address(ec)) continue;
+          obs.fail(detail::classify(ec, false), "cannot send to " +
+                                                    detail::endpoint_text(ep.address(), ep.port()) +
+                                                    ": " + ec.message());
+          co_return std::move(obs);
+        }
       }
 
       exchange x;
@@ -206,6 +213,7 @@ class ntp_probe {
         auto st = x.read_one(sock.native_handle());
         if (st == read_status::accepted) {
           dog.disarm();
+          kept.give(ep, detail::udp_session_cache::ntp, std::move(sock));
           co_return judge(std::move(obs), x);
         }
         if (st == read_status::ignored) continue;

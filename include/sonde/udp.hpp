@@ -48,6 +48,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "detail/net.hpp"
+#include "detail/peer_cache.hpp"
 #include "probe.hpp"
 #include "resolve.hpp"
 
@@ -63,17 +64,12 @@ class udp_socket_pool final : public asio::execution_context::service {
  public:
   using key_type = udp_socket_pool;
   static inline asio::execution_context::id id;
-  static constexpr std::size_t max_idle = 256;
-  static constexpr std::chrono::seconds max_age{30};
+  static constexpr std::size_t max_idle = peer_cache<int>::max_idle;
+  static constexpr std::chrono::seconds max_age = peer_cache<int>::max_age;
 
   explicit udp_socket_pool(asio::io_context& ctx) : service(ctx) {}
   ~udp_socket_pool() override { shutdown(); }
-  void shutdown() override {
-    std::lock_guard lock(mu_);
-    for (auto& e : lru_) ::close(e.fd);
-    lru_.clear();
-    index_.clear();
-  }
+  void shutdown() override { idle_.clear(); }
 
   /// An idle socket connected to `ep`: its descriptor (-1 if none) and whether the queue must
   /// be drained before use.
@@ -82,92 +78,42 @@ class udp_socket_pool final : public asio::execution_context::service {
     bool drain = false;
   };
   lease take(const asio::ip::udp::endpoint& ep) {
-    std::lock_guard lock(mu_);
-    expire(clock::now());
-    auto it = index_.find(key_of(ep));
-    if (it == index_.end()) return {};
-    auto pos = it->second;
-    index_.erase(it);
-    lease l{pos->fd, pos->drain};
-    lru_.erase(pos);
-    ++reused_;
-    return l;
+    auto kept = idle_.take(ep);
+    if (!kept) return {};
+    return {kept->release(), kept->drain};
   }
   /// Keep `fd` (connected to `ep`) for later; `drain` when a reply may still be queued.
   void give(const asio::ip::udp::endpoint& ep, int fd, bool drain) {
-    std::lock_guard lock(mu_);
-    auto now = clock::now();
-    expire(now);
-    if (lru_.size() >= max_idle) evict(lru_.begin());
-    lru_.push_back(entry{key_of(ep), fd, drain, now});
-    index_.emplace(lru_.back().key, std::prev(lru_.end()));
+    idle_.give(ep, kept_fd(fd, drain));
   }
 
   struct stats_t {
     std::size_t idle = 0;      ///< sockets waiting in the pool
     std::uint64_t reused = 0;  ///< runs that took a pooled socket
   };
-  stats_t stats() {
-    std::lock_guard lock(mu_);
-    return {lru_.size(), reused_};
-  }
+  stats_t stats() { return {idle_.idle(), idle_.reused()}; }
 
  private:
-  /// Address bytes, port and family: equal keys mean the same peer.
-  struct key_t {
-    std::array<unsigned char, 16> addr{};
-    std::uint16_t port = 0;
-    bool v6 = false;
-    bool operator==(const key_t&) const = default;
-  };
-  struct key_hash {
-    std::size_t operator()(const key_t& k) const noexcept {
-      std::uint64_t a, b;
-      std::memcpy(&a, k.addr.data(), 8);
-      std::memcpy(&b, k.addr.data() + 8, 8);
-      std::uint64_t h = a * 0x9E3779B97F4A7C15ULL ^ b * 0xC2B2AE3D27D4EB4FULL;
-      h ^= (std::uint64_t{k.port} << 1 | (k.v6 ? 1u : 0u)) * 0x165667B19E3779F9ULL;
-      return static_cast<std::size_t>(h ^ (h >> 29));
-    }
-  };
-  struct entry {
-    key_t key;
-    int fd;
-    bool drain;
-    clock::time_point since;
-  };
-  using list_t = std::list<entry>;
-
-  static key_t key_of(const asio::ip::udp::endpoint& ep) {
-    key_t k;
-    k.port = ep.port();
-    k.v6 = ep.address().is_v6();
-    if (k.v6) {
-      k.addr = ep.address().to_v6().to_bytes();
-    } else {
-      auto b = ep.address().to_v4().to_bytes();
-      std::copy(b.begin(), b.end(), k.addr.begin());
-    }
-    return k;
-  }
-  void evict(list_t::iterator pos) {
-    auto [lo, hi] = index_.equal_range(pos->key);
-    for (auto it = lo; it != hi; ++it)
-      if (it->second == pos) {
-        index_.erase(it);
-        break;
+  /// An idle descriptor, closed when dropped.
+  struct kept_fd {
+    int fd = -1;
+    bool drain = false;
+    kept_fd(int f, bool d) noexcept : fd(f), drain(d) {}
+    kept_fd(kept_fd&& o) noexcept : fd(std::exchange(o.fd, -1)), drain(o.drain) {}
+    kept_fd& operator=(kept_fd&& o) noexcept {
+      if (this != &o) {
+        if (fd >= 0) ::close(fd);
+        fd = std::exchange(o.fd, -1);
+        drain = o.drain;
       }
-    ::close(pos->fd);
-    lru_.erase(pos);
-  }
-  void expire(clock::time_point now) {
-    while (!lru_.empty() && now - lru_.front().since > max_age) evict(lru_.begin());
-  }
-
-  std::mutex mu_;
-  list_t lru_;  // oldest first
-  std::unordered_multimap<key_t, list_t::iterator, key_hash> index_;
-  std::uint64_t reused_ = 0;
+      return *this;
+    }
+    ~kept_fd() {
+      if (fd >= 0) ::close(fd);
+    }
+    int release() noexcept { return std::exchange(fd, -1); }
+  };
+  peer_cache<kept_fd> idle_;
 };
 
 /// Pool statistics of `ctx` (all zero when no UDP probe ran on it).

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -154,6 +155,11 @@ class dns_fault_server {
     std::lock_guard lock(mu_);
     return queries_;
   }
+  /// The distinct source ports the queries came from.
+  std::set<unsigned short> source_ports() {
+    std::lock_guard lock(mu_);
+    return ports_;
+  }
 
  private:
   void receive() {
@@ -162,6 +168,7 @@ class dns_fault_server {
       {
         std::lock_guard lock(mu_);
         ++queries_;
+        ports_.insert(from_.port());
       }
       std::vector<std::uint8_t> q(buf_.begin(), buf_.begin() + static_cast<long>(n));
       for (const auto& d : script_(q)) {
@@ -179,6 +186,7 @@ class dns_fault_server {
   asio::ip::udp::endpoint from_;
   std::mutex mu_;
   std::size_t queries_ = 0;
+  std::set<unsigned short> ports_;
   std::thread thread_;
 };
 

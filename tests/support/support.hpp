@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -32,6 +33,24 @@ probe_result run_probe(const P& p, const target& t,
   io.run();
   return out ? std::move(*out)
              : probe_result(tl::unexpected(probe_error{probe_errc::internal, "", "no result"}));
+}
+
+/// Run `p` against `t` `n` times one after the other on `io` (each run with `timeout`), so that
+/// later runs find what earlier ones left in the io_context's services.
+template <class P>
+std::vector<probe_result> run_in_sequence(
+    asio::io_context& io, const P& p, const target& t, int n,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(2000)) {
+  std::vector<probe_result> out;
+  asio::co_spawn(
+      io,
+      [&p, t, n, timeout, &out]() -> asio::awaitable<void> {
+        for (int i = 0; i < n; ++i) out.push_back(co_await p.run(t, clock::now() + timeout));
+      },
+      asio::detached);
+  io.run();
+  io.restart();
+  return out;
 }
 
 /// Parse a target or fail the test.

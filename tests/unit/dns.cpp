@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -319,6 +320,58 @@ TEST_CASE("dns: each run uses a fresh random id", "[dns][fault]") {
   REQUIRE(ids.size() == 8);
   std::sort(ids.begin(), ids.end());
   CHECK(std::unique(ids.begin(), ids.end()) - ids.begin() >= 7);  // 16 bits: a repeat is rare
+}
+
+TEST_CASE("dns: runs to one server reuse its socket; a late duplicate answers nothing",
+          "[dns][fault]") {
+  // Every query is answered twice: the duplicate stays queued on the kept socket and is read
+  // (and ignored: another id) by the next run, which takes only its own answer.
+  std::atomic<int> n{0};
+  test::dns_fault_server srv([&](const std::vector<std::uint8_t>& q) {
+    const auto i = static_cast<std::uint8_t>(++n);
+    auto reply = test::dns_reply(q, {test::a_record(127, 0, 0, i)});
+    return std::vector<std::vector<std::uint8_t>>{reply, reply};
+  });
+  auto p = test::make<dns_probe>(opts({{"query", std::string("www.example.test")}}));
+  asio::io_context io;
+  auto rs = test::run_in_sequence(io, p, test::target_for<dns_probe>(srv.target_text()), 3);
+  REQUIRE(rs.size() == 3);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(rs[i]);
+    INFO(rs[i]->message);
+    CHECK(rs[i]->why == reason::none);
+    CHECK_THAT(rs[i]->message, Catch::Contains("127.0.0." + std::to_string(i + 1)));
+  }
+  CHECK(srv.queries() == 3);
+  CHECK(srv.source_ports().size() == 1);  // one socket for all three
+  auto& kept = asio::use_service<detail::udp_session_cache>(io);
+  CHECK(kept.reused() == 2);
+  CHECK(kept.idle() == 1);
+}
+
+TEST_CASE("dns: a run without an answer does not keep its socket", "[dns][fault]") {
+  std::atomic<int> n{0};
+  test::dns_fault_server srv([&](const std::vector<std::uint8_t>& q) {
+    // The first query is not answered, the others are.
+    if (++n == 1) return std::vector<std::vector<std::uint8_t>>{};
+    return std::vector<std::vector<std::uint8_t>>{
+        test::dns_reply(q, {test::a_record(127, 0, 0, 7)})};
+  });
+  auto p = test::make<dns_probe>(opts({{"query", std::string("www.example.test")}}));
+  asio::io_context io;
+  auto t = test::target_for<dns_probe>(srv.target_text());
+  auto rs = test::run_in_sequence(io, p, t, 1, 200ms);
+  REQUIRE(rs.front());
+  CHECK(rs.front()->why == reason::timeout);
+  auto& kept = asio::use_service<detail::udp_session_cache>(io);
+  CHECK(kept.idle() == 0);
+  rs = test::run_in_sequence(io, p, t, 2);
+  for (auto& r : rs) {
+    REQUIRE(r);
+    CHECK(r->why == reason::none);
+  }
+  CHECK(srv.source_ports().size() == 2);  // a new socket after the timeout, then kept
+  CHECK(kept.reused() == 1);
 }
 
 TEST_CASE("dns: option errors name the key", "[dns]") {

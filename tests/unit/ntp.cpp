@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -318,6 +319,31 @@ TEST_CASE("ntp: a correct reply after wrong ones is accepted", "[ntp][integratio
   CHECK(r->why == reason::none);
   CHECK(r->get("stratum") == 3.0);
   CHECK(clock::now() - start < 1s);  // did not wait for the deadline
+}
+
+TEST_CASE("ntp: runs to one server reuse its socket; a late duplicate answers nothing",
+          "[ntp][integration]") {
+  // Every request is answered twice; the duplicate waits on the kept socket and is ignored by
+  // the next run (its origin timestamp is the previous request's).
+  std::atomic<int> n{0};
+  fault_server srv([&](const bytes& req) {
+    const auto stratum = static_cast<std::uint8_t>(2 + n++);
+    auto reply = reply_to(req, [&](ntpw::packet& p) { p.stratum = stratum; });
+    return std::vector<bytes>{reply, reply};
+  });
+  auto p = test::make<ntp_probe>(option_set{});
+  asio::io_context io;
+  auto rs = test::run_in_sequence(io, p, test::target_for<ntp_probe>(srv.target_text()), 3);
+  REQUIRE(rs.size() == 3);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(rs[i]);
+    INFO(rs[i]->message);
+    CHECK(rs[i]->why == reason::none);
+    CHECK(rs[i]->get("stratum") == 2.0 + i);
+  }
+  auto& kept = asio::use_service<detail::udp_session_cache>(io);
+  CHECK(kept.reused() == 2);
+  CHECK(kept.idle() == 1);
 }
 
 TEST_CASE("ntp: kiss-o'-death RATE is critical and names the code", "[ntp][integration]") {
