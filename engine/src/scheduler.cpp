@@ -59,7 +59,11 @@ result_record evaluate(const task_spec& task, const sonde_result& r) {
 }
 
 scheduler::scheduler(asio::io_context& io, std::vector<task_spec>& tasks, scheduler_options opts)
-    : io_(io), opts_(opts), timer_(io), grace_timer_(io) {
+    : io_(io),
+      opts_(opts),
+      timer_(io),
+      grace_timer_(io),
+      heartbeat_(io.get_executor(), std::chrono::milliseconds(10)) {
   for (auto& t : tasks) {
     auto& s = states_.emplace_back();
     s.owner_ = this;
@@ -165,8 +169,11 @@ void scheduler::launch(scheduled_task& s) {
   if (!stats_.first_start) stats_.first_start = now;
   auto dl = now + std::chrono::duration_cast<steady::duration>(s.spec_->timeout);
   auto dl_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(dl.time_since_epoch()).count();
+  heartbeat_.begin();
   const auto* type = s.spec_->probe->type();
+  ++launching_;
   type->run(s.spec_->probe->handle(), &io_, dl_ns, &scheduler::on_done, &s);
+  --launching_;
 }
 
 void scheduler::on_done(void* user, const sonde_result* r) {
@@ -176,6 +183,7 @@ void scheduler::on_done(void* user, const sonde_result* r) {
 
 void scheduler::pump() {
   pump_posted_ = false;
+  pumping_ = true;
   while (!pending_.empty() && stats_.in_flight < opts_.max_in_flight && !stopping_) {
     auto [slot, gen] = pending_.front();
     pending_.pop_front();
@@ -184,6 +192,7 @@ void scheduler::pump() {
     s.queued_ = false;
     launch(s);
   }
+  pumping_ = false;
   stats_.queued = static_cast<std::int64_t>(pending_.size());
 }
 
@@ -191,6 +200,7 @@ void scheduler::completed(scheduled_task& s, const sonde_result& r) {
   s.running_ = false;
   --stats_.in_flight;
   ++stats_.completed;
+  heartbeat_.end();
   stats_.last_done = steady::now();
   if (s.removed_) {
     release(s);  // removed while running: the result has no task to belong to
@@ -204,10 +214,15 @@ void scheduler::completed(scheduled_task& s, const sonde_result& r) {
     s.last_result_ = std::move(rec);  // kept for `list`: a move, not a copy
   }
 
-  if (!pending_.empty() && !pump_posted_ && !stopping_) {
-    // Posted, not called: a probe may complete inside launch(), and recursion must not grow.
-    pump_posted_ = true;
-    asio::post(io_, [this] { pump(); });
+  if (!pending_.empty() && !pump_posted_ && !pumping_ && !stopping_) {
+    if (launching_ == 0) {
+      pump();  // a probe finished on its own: start the next one now, not a loop turn later
+    } else {
+      // A probe completed inside launch() (outside pump's loop): posted, so that recursion
+      // cannot grow.
+      pump_posted_ = true;
+      asio::post(io_, [this] { pump(); });
+    }
   }
   if (opts_.once && stats_.completed == enabled_count_ && on_idle_) asio::post(io_, on_idle_);
   if (stopping_ && stats_.in_flight == 0 && on_stopped_) {
@@ -221,6 +236,7 @@ void scheduler::completed(scheduled_task& s, const sonde_result& r) {
 void scheduler::stop(std::function<void()> done, std::chrono::milliseconds grace) {
   stopping_ = true;
   timer_.cancel();
+  heartbeat_.stop();
   armed_ = false;
   while (!heap_.empty()) heap_.pop();
   for (auto [slot, gen] : pending_) states_[slot].queued_ = false;

@@ -183,7 +183,8 @@ class icmp_channel {
   /// send() result when 65535 requests are already pending on this socket.
   static constexpr int table_full = -1;
 
-  icmp_channel(asio::io_context& ctx, int family) : ctx_(ctx), family_(family), heartbeat_(ctx) {}
+  icmp_channel(asio::io_context& ctx, int family)
+      : ctx_(ctx), family_(family), heartbeat_(ctx.get_executor(), heartbeat_period) {}
   icmp_channel(const icmp_channel&) = delete;
   icmp_channel& operator=(const icmp_channel&) = delete;
 
@@ -298,8 +299,7 @@ class icmp_channel {
   /// A run starts using the socket: the receive loop runs while any run is active.
   void begin() {
     ++active_runs_;
-    busy_since_beat_ = true;
-    if (!beating_ && !closed_) beat();
+    if (!closed_) heartbeat_.begin();
   }
 
   /// After a run's burst of sends: read what is already queued, then arm the receive wait if
@@ -332,6 +332,7 @@ class icmp_channel {
     }
     r.outstanding = 0;
     if (active_runs_ > 0) --active_runs_;
+    heartbeat_.end();
     if (active_runs_ == 0 && desc_ && (reading_ || watching_errors_)) {
       asio::error_code ignored;
       desc_->cancel(ignored);
@@ -418,7 +419,7 @@ class icmp_channel {
   /// Close the socket (io_context shutdown); the tables stay valid for late end() calls.
   void shutdown() {
     closed_ = true;
-    heartbeat_.cancel();
+    heartbeat_.stop();
     if (desc_) {
       asio::error_code ignored;
       desc_->close(ignored);
@@ -470,24 +471,9 @@ class icmp_channel {
     slots_.swap(bigger);
   }
 
-  // ---- heartbeat ------------------------------------------------------------------------
-  // A short timer that runs while the channel is busy. Each run waits on its own deadline
-  // timer; when that timer is the earliest one in the io_context, arming it reprograms the
-  // kernel timer (timerfd_settime), which at one run at a time would cost a system call per
-  // run. The heartbeat is always earlier than any run's deadline, so run timers queue without
-  // a system call, and the heartbeat itself rearms at most every `heartbeat_period`. It stops
-  // one period after the last run, so an idle io_context still returns from run().
+  // While runs are active a heartbeat (detail::heartbeat) keeps their deadline timers from
+  // reprogramming the kernel timer on every run.
   static constexpr std::chrono::milliseconds heartbeat_period{10};
-  void beat() {
-    beating_ = true;
-    busy_since_beat_ = false;
-    heartbeat_.expires_after(heartbeat_period);
-    heartbeat_.async_wait([this](asio::error_code ec) {
-      beating_ = false;
-      if (ec || closed_) return;
-      if (active_runs_ > 0 || busy_since_beat_) beat();
-    });
-  }
 
   // ---- receive loop --------------------------------------------------------------------
   void arm_read() {
@@ -816,8 +802,7 @@ class icmp_channel {
   std::size_t used_ = 0;
   std::size_t active_runs_ = 0;
   bool reading_ = false, watching_errors_ = false, drain_posted_ = false, closed_ = false;
-  asio::steady_timer heartbeat_;
-  bool beating_ = false, busy_since_beat_ = false;
+  heartbeat heartbeat_;
   bool rearm_read_posted_ = false, rearm_errors_posted_ = false;
   int sends_since_drain_ = 0;
   static constexpr int default_ttl = 64;  // the ttl option's default

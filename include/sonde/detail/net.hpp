@@ -50,6 +50,57 @@ class watchdog {
   bool fired_ = false;
 };
 
+/// A short repeating timer that runs while some work is active (between begin() and end()).
+/// Each probe run waits on its own deadline timer; when that timer is the earliest one of the
+/// io_context, arming it reprograms the kernel timer (timerfd_settime), which at one run at a
+/// time costs a system call per run. A beating heartbeat is earlier than every deadline more
+/// than one period away, so those timers queue without a system call, and the heartbeat itself
+/// rearms at most once per period. It stops one period after the work went idle, so an idle
+/// io_context still returns from run(). Not thread-safe (one io_context thread).
+class heartbeat {
+ public:
+  heartbeat(const asio::any_io_executor& ex, std::chrono::milliseconds period)
+      : timer_(ex), period_(period), alive_(std::make_shared<bool>(true)) {}
+  heartbeat(const heartbeat&) = delete;
+  heartbeat& operator=(const heartbeat&) = delete;
+
+  /// A piece of work starts: beat until it and every other one has ended.
+  void begin() {
+    ++active_;
+    busy_ = true;
+    if (!beating_ && !stopped_) beat();
+  }
+  /// A piece of work ended.
+  void end() noexcept {
+    if (active_ > 0) --active_;
+  }
+  /// Stop for good (shutdown).
+  void stop() noexcept {
+    stopped_ = true;
+    timer_.cancel();
+  }
+
+ private:
+  void beat() {
+    beating_ = true;
+    busy_ = false;
+    timer_.expires_after(period_);
+    // A cancelled wait still completes later; the handler checks that we still exist.
+    timer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](asio::error_code ec) {
+      if (alive.expired()) return;
+      beating_ = false;
+      if (ec || stopped_) return;
+      if (active_ > 0 || busy_) beat();
+    });
+  }
+
+  asio::steady_timer timer_;
+  std::chrono::milliseconds period_;
+  std::shared_ptr<bool> alive_;
+  std::size_t active_ = 0;
+  bool beating_ = false, busy_ = false, stopped_ = false;
+};
+
 /// Map a socket error to an observation reason.
 inline reason classify(const asio::error_code& ec, bool deadline_passed) {
   if (deadline_passed || ec == asio::error::operation_aborted || ec == asio::error::timed_out)

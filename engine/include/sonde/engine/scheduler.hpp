@@ -19,6 +19,7 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <sonde/detail/net.hpp>
 #include <sonde/result.hpp>
 
 #include "config.hpp"
@@ -197,11 +198,15 @@ class scheduler {
   std::priority_queue<heap_item, std::vector<heap_item>, std::greater<>> heap_;
   std::deque<std::pair<std::size_t, std::uint32_t>> pending_;
   asio::steady_timer timer_, grace_timer_;
+  // Beats while probes run, so their deadline timers do not reprogram the kernel timer on
+  // every run (detail::heartbeat).
+  sonde::detail::heartbeat heartbeat_;
   std::vector<result_sink*> sinks_;
   std::function<void()> on_idle_, on_stopped_;
   scheduler_stats stats_;
   std::size_t enabled_count_ = 0, live_ = 0;
-  bool started_ = false, stopping_ = false, pump_posted_ = false;
+  bool started_ = false, stopping_ = false, pump_posted_ = false, pumping_ = false;
+  int launching_ = 0;  // depth of launch() calls on the stack
   std::chrono::steady_clock::time_point armed_for_{};
   bool armed_ = false;
 };
