@@ -11,12 +11,14 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <sonde/plugin.hpp>
+#include <sonde/plugin_export.hpp>
 
 #include "support/c_abi.hpp"
 #include "support/support.hpp"
@@ -446,4 +448,43 @@ TEST_CASE("udp: the plugin runs through the C ABI", "[udp][plugins][integration]
   both[1].value.string = "00";
   CHECK(t.create(srv.target_text().c_str(), both, 2, &inst, &e) != 0);
   CHECK(std::string(e.key) == "send_hex");
+}
+
+TEST_CASE("udp: the plugin adapter reuses a validated probe only for identical options",
+          "[udp][plugins]") {
+  using adapter = detail::probe_adapter<udp_probe>;
+  auto str = [](const char* key, const char* v) {
+    sonde_option o{};
+    o.key = key;
+    o.value.type = SONDE_VALUE_STRING;
+    o.value.string = v;
+    return o;
+  };
+  auto make = [](std::vector<sonde_option> opts, const char* target) {
+    void* h = nullptr;
+    sonde_error err{};
+    REQUIRE(adapter::create(target, opts.data(), opts.size(), &h, &err) == 0);
+    return std::unique_ptr<adapter::instance>(static_cast<adapter::instance*>(h));
+  };
+  auto a = make({str("send", "ping"), str("expect", "pong")}, "127.0.0.1:7");
+  auto b = make({str("send", "ping"), str("expect", "pong")}, "127.0.0.2:8");
+  auto c = make({str("send", "ping"), str("expect", "PONG")}, "127.0.0.3:9");
+  auto d = make({str("send", "ping")}, "127.0.0.4:10");
+  CHECK(a->probe.opts().expect == "pong");
+  CHECK(b->probe.opts().expect == "pong");
+  CHECK(b->where.host == "127.0.0.2");  // the target is always the task's own
+  CHECK(b->where.port == 8);
+  CHECK(c->probe.opts().expect == "PONG");
+  CHECK(d->probe.opts().expect.empty());
+  // An invalid option list is refused even right after a valid one, and then again.
+  for (int i = 0; i < 2; ++i) {
+    auto bad = std::vector<sonde_option>{str("send", "a"), str("send_hex", "00")};
+    void* h = nullptr;
+    sonde_error err{};
+    CHECK(adapter::create("127.0.0.1:7", bad.data(), bad.size(), &h, &err) != 0);
+    CHECK(h == nullptr);
+    CHECK(std::string(err.message).find("send") != std::string::npos);
+  }
+  auto e = make({str("send", "ping"), str("expect", "pong")}, "127.0.0.5:11");
+  CHECK(e->probe.opts().expect == "pong");
 }
