@@ -312,7 +312,9 @@ class icmp_channel {
     if (!desc_ || closed_) return;
     if (spec_misses_ < spec_miss_limit || (++spec_skipped_ & 15) == 0) {
       ++stats_.reads_after_send;
-      const int got = drain();
+      // One run at a time has one reply waiting: recvmsg. More (or an error): recvmmsg.
+      int got = read_one();
+      if (got != 0 && (got < 0 || !r.complete())) got = std::max(got, 0) + drain();
       stats_.read_after_send += static_cast<std::uint64_t>(got);
       spec_misses_ = got > 0 ? 0 : std::min(spec_misses_ + 1, spec_miss_limit);
     }
@@ -525,6 +527,32 @@ class icmp_channel {
     });
   }
 
+  void prepare_headers() noexcept {
+    if (headers_ready_) return;
+    for (std::size_t i = 0; i < batch; ++i) {
+      iov_[i] = iovec{rx_data_.data() + i * rx_size_, rx_size_};
+      msghdr& h = msgs_[i].msg_hdr;
+      h.msg_name = &from_[i];
+      h.msg_iov = &iov_[i];
+      h.msg_iovlen = 1;
+      h.msg_control = control_[i].bytes;
+      reset_header(msgs_[i]);
+    }
+    headers_ready_ = true;
+  }
+
+  /// Read one queued datagram with recvmsg (cheaper than recvmmsg when one is all there is).
+  /// Returns 1, 0 (nothing queued), or -1 (an error: drain() deals with those).
+  int read_one() {
+    if (!desc_) return 0;
+    prepare_headers();
+    const ssize_t n = ::recvmsg(desc_->native_handle(), &msgs_[0].msg_hdr, MSG_DONTWAIT);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    on_datagram(msgs_[0].msg_hdr, static_cast<std::size_t>(n), clock::now());
+    reset_header(msgs_[0]);
+    return 1;
+  }
+
   /// Read every queued datagram (bounded per wake; the rest continues in a posted handler).
   /// Returns how many were read.
   int drain() {
@@ -536,18 +564,7 @@ class icmp_channel {
     // The headers are set up once per buffer layout; recvmmsg only rewrites the lengths and
     // flags of the entries it fills, which are reset after use. An empty queue (the common
     // case) then costs the system call alone.
-    if (!headers_ready_) {
-      for (std::size_t i = 0; i < batch; ++i) {
-        iov_[i] = iovec{rx_data_.data() + i * rx_size_, rx_size_};
-        msghdr& h = msgs_[i].msg_hdr;
-        h.msg_name = &from_[i];
-        h.msg_iov = &iov_[i];
-        h.msg_iovlen = 1;
-        h.msg_control = control_[i].bytes;
-        reset_header(msgs_[i]);
-      }
-      headers_ready_ = true;
-    }
+    prepare_headers();
     for (int round = 0; round < rounds_per_wake; ++round) {
       const int n = ::recvmmsg(fd, msgs_.data(), batch, MSG_DONTWAIT, nullptr);
       if (n < 0) {
