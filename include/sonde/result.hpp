@@ -76,13 +76,14 @@ struct observation {
         return;
       }
     }
-    if (metrics.empty()) metrics.reserve(8);  // most probes set a handful: one allocation
-    metrics.push_back(metric{std::string(name), value});
+    add(name, value);
   }
   /// Append metric `name`, which the caller knows is not set yet (hot paths: no search).
   void add(std::string_view name, double value) {
-    if (metrics.empty()) metrics.reserve(8);
-    metrics.push_back(metric{std::string(name), value});
+    if (metrics.capacity() == 0) metrics.reserve(8);  // most probes set a handful: one allocation
+    auto& m = metrics.emplace_back();  // built in place: no temporary to move and destroy
+    m.name.assign(name.data(), name.size());
+    m.value = value;
   }
   /// The value of metric `name`; "latency" is derived from `latency` when not set explicitly.
   std::optional<double> get(std::string_view name) const {
