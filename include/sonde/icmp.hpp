@@ -129,13 +129,20 @@ struct icmp_echo_record {
 /// The state one icmp_probe run shares with its socket's receive loop. Lives in the run's
 /// coroutine frame; registered with an icmp_channel between begin() and end().
 struct icmp_run {
-  explicit icmp_run(const asio::any_io_executor& ex) : timer(ex) {}
+  explicit icmp_run(const asio::any_io_executor& ex) : ex_(ex) {}
   icmp_run(const icmp_run&) = delete;
   icmp_run& operator=(const icmp_run&) = delete;
 
   /// The run's only timer: next send time or deadline; cancelled to wake the run once every
-  /// request is answered.
-  asio::steady_timer timer;
+  /// request is answered. Made on first use: a run answered right after sending never waits.
+  asio::steady_timer& timer() {
+    if (!timer_) timer_.emplace(ex_);
+    return *timer_;
+  }
+  /// Wake the run if it is waiting.
+  void wake() {
+    if (timer_) timer_->cancel();
+  }
   std::vector<icmp_echo_record> packets;
   std::vector<std::uint8_t> wire;  ///< echo header + payload, rewritten for every request
   sockaddr_storage dst{};
@@ -154,6 +161,10 @@ struct icmp_run {
   int local_errno = 0;
 
   bool complete() const noexcept { return all_sent && outstanding == 0; }
+
+ private:
+  asio::any_io_executor ex_;
+  std::optional<asio::steady_timer> timer_;
 };
 
 /// Text of an errno value (thread-safe, unlike strerror).
@@ -678,7 +689,7 @@ class icmp_channel {
     --r.outstanding;
     ++stats_.replies;
     release(*s);
-    if (r.complete()) r.timer.cancel();
+    if (r.complete()) r.wake();
   }
 
   void on_error(icmp::echo_ref echo, std::uint8_t type, std::uint8_t code,
@@ -698,7 +709,7 @@ class icmp_channel {
     --r.outstanding;
     ++stats_.errors;
     release(*s);
-    if (r.complete()) r.timer.cancel();
+    if (r.complete()) r.wake();
   }
 
   /// Datagram sockets: ICMP errors come through the error queue, with the original echo
@@ -755,7 +766,7 @@ class icmp_channel {
         record_local_failure(r, s->index, static_cast<int>(ee->ee_errno));
         --r.outstanding;
         release(*s);
-        if (r.complete()) r.timer.cancel();
+        if (r.complete()) r.wake();
       } else {
         ++stats_.ignored;
       }
@@ -1131,10 +1142,10 @@ class icmp_probe {
         if (e == EAGAIN || e == EWOULDBLOCK) {
           // Send queue full: wait until writable, never past the deadline. Rare (cold path).
           using namespace asio::experimental::awaitable_operators;
-          run.timer.expires_at(dl);
+          run.timer().expires_at(dl);
           co_await (ch.descriptor().async_wait(asio::posix::descriptor_base::wait_write,
                                                as_tuple(asio::use_awaitable)) ||
-                    run.timer.async_wait(as_tuple(asio::use_awaitable)));
+                    run.timer().async_wait(as_tuple(asio::use_awaitable)));
           now = clock::now();
           continue;
         }
@@ -1153,8 +1164,8 @@ class icmp_probe {
       if (!fatal && next > settled && !run.complete()) ch.settle(run);
       settled = next;
       if (fatal || run.complete() || now >= dl) break;
-      run.timer.expires_at(next < count ? std::min(due, dl) : dl);
-      auto [ec] = co_await run.timer.async_wait(as_tuple(asio::use_awaitable));
+      run.timer().expires_at(next < count ? std::min(due, dl) : dl);
+      auto [ec] = co_await run.timer().async_wait(as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted && !run.complete()) {
         auto cs = co_await asio::this_coro::cancellation_state;
         if (cs.cancelled() != asio::cancellation_type::none) {
@@ -1190,7 +1201,13 @@ class icmp_probe {
     obs.add("received", static_cast<double>(received));
     obs.add("loss", loss);
     const double jitter = jitter_n ? jitter_sum / static_cast<double>(jitter_n) : 0.0;
-    const std::string counts = std::to_string(received) + "/" + std::to_string(sent) + " replies";
+    // "3/3 replies", formatted without temporaries (every run)
+    char counts_buf[64];
+    char* ce = std::to_chars(counts_buf, counts_buf + 20, received).ptr;
+    *ce++ = '/';
+    ce = std::to_chars(ce, ce + 20, sent).ptr;
+    std::memcpy(ce, " replies", 8);
+    const std::string_view counts(counts_buf, static_cast<std::size_t>(ce + 8 - counts_buf));
     if (received > 0) {
       const double avg = rtt_sum / static_cast<double>(received);
       obs.latency = std::chrono::nanoseconds(static_cast<std::int64_t>(avg));
@@ -1219,7 +1236,7 @@ class icmp_probe {
     }
     obs.set("jitter", 0.0);
     if (run.icmp_errors > 0) {
-      obs.fail(reason::unreachable, addr_text + ": " + counts + ": " +
+      obs.fail(reason::unreachable, addr_text + ": " + std::string(counts) + ": " +
                                         std::string(detail::icmp::describe_error(
                                             addr.is_v6() ? 6 : 4, run.error_type, run.error_code)) +
                                         " from " + run.error_from + " (ICMP type " +
@@ -1229,10 +1246,11 @@ class icmp_probe {
       const int e = run.local_errno;
       const bool unreachable = e == ENETUNREACH || e == EHOSTUNREACH || e == ENETDOWN ||
                                e == EHOSTDOWN || e == EADDRNOTAVAIL;
-      obs.fail(unreachable ? reason::unreachable : reason::error,
-               addr_text + ": " + counts + ": sending failed: " + detail::errno_text(e));
+      obs.fail(
+          unreachable ? reason::unreachable : reason::error,
+          addr_text + ": " + std::string(counts) + ": sending failed: " + detail::errno_text(e));
     } else {
-      obs.fail(reason::timeout, addr_text + ": " + counts + ", no echo reply within " +
+      obs.fail(reason::timeout, addr_text + ": " + std::string(counts) + ", no echo reply within " +
                                     format_duration(clock::now() - t0));
     }
     co_return std::move(obs);
