@@ -26,7 +26,7 @@ result_record evaluate(const task_spec& task, const sonde_result& r) {
   if (r.latency_ns >= 0) rec.latency_ms = static_cast<double>(r.latency_ns) / 1e6;
   rec.metrics.reserve(r.metric_count + 1);
   for (std::size_t i = 0; i < r.metric_count; ++i)
-    rec.metrics.push_back(metric{r.metrics[i].name ? r.metrics[i].name : "?", r.metrics[i].value});
+    rec.metrics.emplace_back(r.metrics[i].name ? r.metrics[i].name : "?", r.metrics[i].value);
   rec.why = static_cast<reason>(r.reason);
   if (rec.why < reason::none || rec.why > reason::error) rec.why = reason::error;
   if (rec.why != reason::none) {

@@ -187,16 +187,16 @@ struct probe_adapter {
 
   static asio::awaitable<void> run_one(instance* inst, deadline dl, sonde_result_fn done,
                                        void* user) {
-    probe_result r = tl::unexpected(probe_error{probe_errc::internal, "", "probe did not run"});
+    std::optional<probe_result> r;  // no placeholder result built (and freed) on every run
     try {
-      r = co_await inst->probe.run(inst->where, dl);
+      r.emplace(co_await inst->probe.run(inst->where, dl));
     } catch (const std::exception& e) {
-      r = tl::unexpected(
-          probe_error{probe_errc::internal, "", std::string("exception: ") + e.what()});
+      r.emplace(tl::unexpected(
+          probe_error{probe_errc::internal, "", std::string("exception: ") + e.what()}));
     } catch (...) {
-      r = tl::unexpected(probe_error{probe_errc::internal, "", "unknown exception"});
+      r.emplace(tl::unexpected(probe_error{probe_errc::internal, "", "unknown exception"}));
     }
-    deliver(r, done, user);
+    deliver(*r, done, user);
   }
 
   static void run(void* inst, void* io, std::int64_t deadline_ns, sonde_result_fn done,
