@@ -85,20 +85,30 @@ void scheduler::start() {
   started_ = true;
   auto now = steady::now();
   std::size_t k = 0;
+  if (opts_.once) {
+    // Every task is due now and runs once: dispatched in file order from one handler, with
+    // no timer and no heap (tens of thousands of pushes and pops for nothing).
+    if (enabled_count_ == 0 && on_idle_) asio::post(io_, on_idle_);
+    asio::post(io_, [this] {
+      const auto at = steady::now();
+      for (auto& s : states_) {
+        if (stopping_) break;
+        if (s.removed_ || !s.spec_ || !s.spec_->enabled || s.paused_) continue;
+        s.due_ = at;
+        dispatch(s, at);
+      }
+    });
+    return;
+  }
   for (auto& s : states_) {
     if (s.removed_ || !s.spec_ || !s.spec_->enabled || s.paused_) continue;
-    if (opts_.once) {
-      s.due_ = now;
-    } else {
-      // Spread first runs evenly over the interval so many tasks never fire at once.
-      auto offset = s.spec_->interval * static_cast<std::int64_t>(k) /
-                    static_cast<std::int64_t>(std::max<std::size_t>(enabled_count_, 1));
-      s.due_ = now + std::chrono::duration_cast<steady::duration>(offset);
-    }
+    // Spread first runs evenly over the interval so many tasks never fire at once.
+    auto offset = s.spec_->interval * static_cast<std::int64_t>(k) /
+                  static_cast<std::int64_t>(std::max<std::size_t>(enabled_count_, 1));
+    s.due_ = now + std::chrono::duration_cast<steady::duration>(offset);
     ++k;
     heap_.push({s.due_, s.slot_, s.gen_});
   }
-  if (opts_.once && enabled_count_ == 0 && on_idle_) asio::post(io_, on_idle_);
   arm();
 }
 
