@@ -36,14 +36,21 @@ tasks() {
   [ -z "$extra" ] || printf '%s\n' "$extra"
   [ "$n" -gt 0 ] || return 0
   if [ "$proto" = icmp-multi ]; then
+    # the addresses are counted up from the target once (no division per task); task i
+    # targets address i modulo the count
     awk -v n="$n" -v target="$target" -v addrs="$addrs" 'BEGIN {
-      split(target, o, ".")
-      base = ((o[1] * 256 + o[2]) * 256 + o[3]) * 256 + o[4]
-      for (i = 0; i < n; i++) {
-        a = base + (i % addrs)
-        printf "[[task]]\nname = \"t%d\"\ntarget = \"%d.%d.%d.%d\"\n", i,
-          int(a / 16777216) % 256, int(a / 65536) % 256, int(a / 256) % 256, a % 256
+      split(target, o, "."); a = o[1] + 0; b = o[2] + 0; c = o[3] + 0; d = o[4] + 0
+      m = addrs < n ? addrs : n
+      prefix = a "." b "." c "."
+      for (i = 0; i < m; i++) {
+        t[i] = prefix d
+        if (++d > 255) {
+          d = 0
+          if (++c > 255) { c = 0; if (++b > 255) { b = 0; a++ } }
+          prefix = a "." b "." c "."
+        }
       }
+      for (i = 0; i < n; i++) printf "[[task]]\nname = \"t%d\"\ntarget = \"%s\"\n", i, t[i % m]
     }'
   else
     # one task per number; the format has a single conversion, the rest is literal
