@@ -203,21 +203,13 @@ TEST_CASE("icmp: one probe object runs many times concurrently", "[icmp][integra
   CHECK(b.stats.ipv6.pending == 0);
 }
 
-asio::awaitable<void> run_sequence(const icmp_probe* p, target t, int n,
-                                   std::vector<probe_result>* out) {
-  for (int i = 0; i < n; ++i) out->push_back(co_await p->run(t, clock::now() + 1s));
-}
-
 TEST_CASE("icmp: back-to-back runs on one io_context reuse the socket", "[icmp][integration]") {
   // Each run starts right after the previous one stopped the receive loop: the new run must
   // still see its replies.
   auto p = make_icmp({{"count", std::int64_t{1}}});
   asio::io_context io;
-  std::vector<probe_result> out;
-  asio::co_spawn(io, run_sequence(&p, test::target_for<icmp_probe>("127.0.0.1"), 200, &out),
-                 asio::detached);
   const auto t0 = clock::now();
-  io.run();
+  auto out = test::run_in_sequence(io, p, test::target_for<icmp_probe>("127.0.0.1"), 200, 1s);
   REQUIRE(out.size() == 200);
   if (no_icmp_permission(out.front())) return;
   for (const auto& r : out) check_healthy(r, 1);

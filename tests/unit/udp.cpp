@@ -168,23 +168,6 @@ class scripted_udp_server {
   std::thread thread_;
 };
 
-/// Run `p` against each (target, timeout) in turn on one io_context, so that they share its
-/// socket pool.
-std::vector<probe_result> run_sequence(const udp_probe& p, const std::string& target, int n,
-                                       std::chrono::milliseconds timeout, asio::io_context& io) {
-  std::vector<probe_result> out;
-  auto t = test::target_for<udp_probe>(target);
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        for (int i = 0; i < n; ++i) out.push_back(co_await p.run(t, clock::now() + timeout));
-      },
-      asio::detached);
-  io.run();
-  io.restart();
-  return out;
-}
-
 option_set opts(std::initializer_list<std::pair<const char*, option_value>> kv) {
   option_set s;
   for (auto& [k, v] : kv) s.set(k, v);
@@ -329,7 +312,9 @@ TEST_CASE("udp: a socket that got an ICMP error serves the next run to that port
           "[udp][integration]") {
   asio::io_context io;
   auto p = test::make<udp_probe>(opts({{"send", std::string("x")}}));
-  auto results = run_sequence(p, "127.0.0.1:" + std::to_string(closed_udp_port()), 50, 2000ms, io);
+  auto results = test::run_in_sequence(
+      io, p, test::target_for<udp_probe>("127.0.0.1:" + std::to_string(closed_udp_port())), 50,
+      2000ms);
   REQUIRE(results.size() == 50);
   for (auto& r : results) {
     REQUIRE(r);
@@ -347,13 +332,15 @@ TEST_CASE("udp: a reused socket drains what the last run left queued", "[udp][in
   asio::io_context io;
   auto pa =
       test::make<udp_probe>(opts({{"send", std::string("a")}, {"expect", std::string("first:a")}}));
-  auto ra = run_sequence(pa, srv.target_text(), 1, 2000ms, io);
+  auto ra =
+      test::run_in_sequence(io, pa, test::target_for<udp_probe>(srv.target_text()), 1, 2000ms);
   REQUIRE(ra.at(0));
   CHECK(ra[0]->why == reason::none);
   std::this_thread::sleep_for(80ms);  // "second:a" arrives on the pooled socket
   auto pb =
       test::make<udp_probe>(opts({{"send", std::string("b")}, {"expect", std::string("first:b")}}));
-  auto rb = run_sequence(pb, srv.target_text(), 1, 2000ms, io);
+  auto rb =
+      test::run_in_sequence(io, pb, test::target_for<udp_probe>(srv.target_text()), 1, 2000ms);
   REQUIRE(rb.at(0));
   CHECK(rb[0]->why == reason::none);
   CHECK(rb[0]->message == "reply contains \"first:b\"");
@@ -366,12 +353,14 @@ TEST_CASE("udp: a run without an answer never passes its socket on", "[udp][inte
   scripted_udp_server srv({{"slow", {{150ms, "late:{}"}}}, {"next", {{300ms, "fresh:{}"}}}});
   asio::io_context io;
   auto slow = test::make<udp_probe>(opts({{"send", std::string("slow")}}));
-  auto r1 = run_sequence(slow, srv.target_text(), 1, 40ms, io);
+  auto r1 =
+      test::run_in_sequence(io, slow, test::target_for<udp_probe>(srv.target_text()), 1, 40ms);
   REQUIRE(r1.at(0));
   CHECK(r1[0]->message == "no reply: open or filtered");
   auto next = test::make<udp_probe>(
       opts({{"send", std::string("next")}, {"expect", std::string("fresh:")}}));
-  auto r2 = run_sequence(next, srv.target_text(), 1, 2000ms, io);
+  auto r2 =
+      test::run_in_sequence(io, next, test::target_for<udp_probe>(srv.target_text()), 1, 2000ms);
   REQUIRE(r2.at(0));
   CHECK(r2[0]->why == reason::none);
   CHECK_THAT(r2[0]->message, Catch::Contains("fresh:"));
