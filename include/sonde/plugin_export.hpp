@@ -112,26 +112,11 @@ struct probe_adapter {
       const auto& [key, v] = m.options[i];
       const sonde_value& c = opts[i].value;
       if (!opts[i].key || key != opts[i].key) return false;
-      switch (c.type) {
-        case SONDE_VALUE_BOOL:
-          if (v != option_value(c.boolean != 0)) return false;
-          break;
-        case SONDE_VALUE_INT:
-          if (v != option_value(static_cast<std::int64_t>(c.integer))) return false;
-          break;
-        case SONDE_VALUE_NUMBER:
-          if (v != option_value(c.number)) return false;
-          break;
-        case SONDE_VALUE_DURATION:
-          if (v != option_value(duration(c.integer))) return false;
-          break;
-        case SONDE_VALUE_STRING: {
-          auto* s = std::get_if<std::string>(&v);
-          if (!s || *s != (c.string ? c.string : "")) return false;
-          break;
-        }
-        default:  // lists and anything else: compared as converted
-          if (v != from_c(c)) return false;
+      if (c.type == SONDE_VALUE_STRING) {  // compared in place: no string built per task
+        auto* str = std::get_if<std::string>(&v);
+        if (!str || *str != (c.string ? c.string : "")) return false;
+      } else if (v != from_c(c)) {
+        return false;
       }
     }
     return true;
