@@ -85,15 +85,18 @@ void scheduler::start() {
   started_ = true;
   auto now = steady::now();
   std::size_t k = 0;
+  auto startable = [](const scheduled_task& s) {
+    return !s.removed_ && s.spec_ && s.spec_->enabled && !s.paused_;
+  };
   if (opts_.once) {
     // Every task is due now and runs once: dispatched in file order from one handler, with
     // no timer and no heap (tens of thousands of pushes and pops for nothing).
     if (enabled_count_ == 0 && on_idle_) asio::post(io_, on_idle_);
-    asio::post(io_, [this] {
+    asio::post(io_, [this, startable] {
       const auto at = steady::now();
       for (auto& s : states_) {
         if (stopping_) break;
-        if (s.removed_ || !s.spec_ || !s.spec_->enabled || s.paused_) continue;
+        if (!startable(s)) continue;
         s.due_ = at;
         dispatch(s, at);
       }
@@ -101,7 +104,7 @@ void scheduler::start() {
     return;
   }
   for (auto& s : states_) {
-    if (s.removed_ || !s.spec_ || !s.spec_->enabled || s.paused_) continue;
+    if (!startable(s)) continue;
     // Spread first runs evenly over the interval so many tasks never fire at once.
     auto offset = s.spec_->interval * static_cast<std::int64_t>(k) /
                   static_cast<std::int64_t>(std::max<std::size_t>(enabled_count_, 1));
