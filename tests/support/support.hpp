@@ -14,6 +14,8 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/ip/udp.hpp>
 
+#include <catch2/catch.hpp>
+
 #include <sonde/probe.hpp>
 
 namespace sonde::test {
@@ -76,6 +78,17 @@ inline unsigned short closed_port() {
   auto port = a.local_endpoint().port();
   a.close();
   return port;
+}
+
+/// ICMP needs a datagram-socket range or CAP_NET_RAW; without either, the real-socket tests
+/// cannot run here (the [.icmp-noperm] test covers that case). True (with a warning) when `r`
+/// is that refusal.
+inline bool no_icmp_permission(const probe_result& r) {
+  if (!r && r.error().code == probe_errc::permission_denied) {
+    WARN("skipped: ICMP sockets are not permitted here: " << r.error().message);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace sonde::test

@@ -67,15 +67,7 @@ tl::expected<icmp_probe, probe_error> try_make(const char* key, option_value v) 
   return make_probe<icmp_probe>(set);
 }
 
-/// ICMP needs a datagram-socket range or CAP_NET_RAW; without either, the real-socket tests
-/// cannot run here (the [.icmp-noperm] test covers that case).
-bool no_icmp_permission(const probe_result& r) {
-  if (!r && r.error().code == probe_errc::permission_denied) {
-    WARN("skipped: ICMP sockets are not permitted here: " << r.error().message);
-    return true;
-  }
-  return false;
-}
+using test::no_icmp_permission;
 
 void check_healthy(const probe_result& r, double count) {
   REQUIRE(r);

@@ -40,13 +40,7 @@ tl::expected<traceroute_probe, probe_error> try_make(
   return make_probe<traceroute_probe>(set);
 }
 
-bool no_icmp_permission(const probe_result& r) {
-  if (!r && r.error().code == probe_errc::permission_denied) {
-    WARN("skipped: ICMP sockets are not permitted here: " << r.error().message);
-    return true;
-  }
-  return false;
-}
+using test::no_icmp_permission;
 
 bool no_ipv6(const probe_result& r) {
   if (!r && r.error().code == probe_errc::unsupported) {
