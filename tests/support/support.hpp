@@ -3,9 +3,11 @@
 // bound to port 0 for tests that need a peer.
 
 #include <chrono>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <asio/co_spawn.hpp>
@@ -78,6 +80,13 @@ inline unsigned short closed_port() {
   auto port = a.local_endpoint().port();
   a.close();
   return port;
+}
+
+/// An option set from {key, value} pairs.
+inline option_set opts(std::initializer_list<std::pair<const char*, option_value>> kv) {
+  option_set s;
+  for (auto& [k, v] : kv) s.set(k, v);
+  return s;
 }
 
 /// ICMP needs a datagram-socket range or CAP_NET_RAW; without either, the real-socket tests

@@ -24,11 +24,7 @@ static_assert(probe<dns_probe>);
 
 namespace {
 
-option_set opts(std::initializer_list<std::pair<const char*, option_value>> kv) {
-  option_set s;
-  for (auto& [k, v] : kv) s.set(k, v);
-  return s;
-}
+using test::opts;
 
 probe_result run_dns(const option_set& set, const std::string& target,
                      std::chrono::milliseconds timeout = 3000ms) {

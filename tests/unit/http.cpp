@@ -28,11 +28,7 @@ static_assert(probe<https_probe>);
 
 namespace {
 
-option_set opts(std::initializer_list<std::pair<const char*, option_value>> kv) {
-  option_set s;
-  for (auto& [k, v] : kv) s.set(k, v);
-  return s;
-}
+using test::opts;
 
 template <class P = http_probe>
 probe_result get(const std::string& url, const option_set& set = {},

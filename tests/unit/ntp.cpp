@@ -117,11 +117,7 @@ bytes reply_to(const bytes& req, const std::function<void(ntpw::packet&)>& edit 
   return out;
 }
 
-option_set opts(std::initializer_list<std::pair<const char*, option_value>> kv) {
-  option_set s;
-  for (auto& [k, v] : kv) s.set(k, v);
-  return s;
-}
+using test::opts;
 
 probe_result run_ntp(const std::string& target, std::chrono::milliseconds timeout = 2000ms,
                      const option_set& set = {}) {

@@ -179,11 +179,7 @@ class test_server {
   std::thread thread_;
 };
 
-option_set opts(std::initializer_list<std::pair<const char*, option_value>> kv) {
-  option_set s;
-  for (auto& [k, v] : kv) s.set(k, v);
-  return s;
-}
+using test::opts;
 
 probe_result run_tcp(const option_set& set, const std::string& target,
                      std::chrono::milliseconds timeout = 2000ms) {
