@@ -16,19 +16,10 @@ state=$work/central-state
 
 # start_central NAME ADDRESS: sets $port and $central_pid.
 start_central() {
-  "$S" run "$work/central.toml" --control "$2" --state-dir "$state" --format json \
-    >"$work/$1.out" 2>"$work/$1.err" &
-  central_pid=$!
-  pids+=($central_pid)
-  port=
-  for _ in $(seq 100); do
-    port=$(grep -oE 'control: listening on 127\.0\.0\.1:[0-9]+' "$work/$1.err" | grep -oE '[0-9]+$')
-    [[ -n $port ]] && return 0
-    kill -0 $central_pid 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "central $1 did not start: $(cat "$work/$1.err")"
-  return 1
+  start_engine "$1" "$work/central.toml" --control "$2" --state-dir "$state" --format json
+  local rc=$?
+  central_pid=$engine_pid
+  return $rc
 }
 
 # start_agent NAME: sets agent_pid_NAME.

@@ -9,25 +9,6 @@ CTL=$SONDE_BUILD_DIR/bin/sondectl
 source "$SONDE_SOURCE_DIR/tests/support/cli.sh"
 start_listener 120
 
-# start_engine NAME ARGS...: run `sonde run ARGS` in the background, wait for its control
-# address; sets $port and $engine_pid.
-start_engine() {
-  local name=$1
-  shift
-  "$S" run "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  engine_pid=$!
-  pids+=($engine_pid)
-  port=
-  for _ in $(seq 100); do
-    port=$(grep -oE 'control: listening on 127\.0\.0\.1:[0-9]+' "$work/$name.err" | grep -oE '[0-9]+$')
-    [[ -n $port ]] && return 0
-    kill -0 $engine_pid 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "engine $name did not start: $(cat "$work/$name.err")"
-  return 1
-}
-
 cat >"$work/tasks.toml" <<TOML
 [defaults]
 interval = "1s"
