@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <unordered_set>
 
 #include <sonde/engine/control_request.hpp>
 
@@ -63,11 +64,103 @@ bool is_loopback_host(std::string_view host) {
   return dots == 3;
 }
 
+namespace {
+
+// The first byte offset where arrays and objects nest deeper than `max`, outside strings; npos
+// if none. Linear, no allocation: it runs before the parser builds anything.
+std::size_t too_deep_at(std::string_view text, std::size_t max) {
+  std::size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max) return i;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+tl::expected<json, std::string> parse_json_untrusted(std::string_view text, std::size_t max_depth) {
+  if (auto nul = text.find('\0'); nul != std::string_view::npos)
+    return tl::unexpected("a NUL byte at offset " + std::to_string(nul) +
+                          " (JSON text cannot contain one)");
+  if (auto at = too_deep_at(text, max_depth); at != std::string_view::npos)
+    return tl::unexpected("nested deeper than " + std::to_string(max_depth) + " levels at offset " +
+                          std::to_string(at));
+  // Keys seen per open object, to refuse duplicates (nlohmann keeps the last one silently).
+  std::vector<std::unordered_set<std::string>> keys;
+  std::string duplicate;
+  auto cb = [&](int, json::parse_event_t ev, json& parsed) {
+    switch (ev) {
+      case json::parse_event_t::object_start:
+        keys.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        if (!keys.empty()) keys.pop_back();
+        break;
+      case json::parse_event_t::key:
+        if (!keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
+            duplicate.empty())
+          duplicate = parsed.get<std::string>();
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true);
+  } catch (const json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 7: ..."
+    std::string what = e.what();
+    if (auto p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
+    return tl::unexpected(what);
+  } catch (const std::exception& e) {
+    return tl::unexpected(std::string(e.what()));
+  }
+  if (!duplicate.empty()) {
+    std::string shown = duplicate.size() > 64 ? duplicate.substr(0, 64) + "..." : duplicate;
+    return tl::unexpected("the key \"" + shown + "\" appears twice in one object");
+  }
+  return j;
+}
+
+tl::expected<void, std::string> check_token(std::string_view token, bool loopback) {
+  for (unsigned char c : token)
+    if (c <= ' ' || c == 0x7f)
+      return tl::unexpected(
+          std::string("the control token must not contain spaces or control characters"));
+  constexpr std::size_t min_remote = 16;
+  if (!loopback && token.size() < min_remote)
+    return tl::unexpected("a token of at least " + std::to_string(min_remote) +
+                          " characters is required beyond loopback (this one has " +
+                          std::to_string(token.size()) + "); make one with: openssl rand -hex 16");
+  return {};
+}
+
 tl::expected<control_request, request_error> parse_request(std::string_view line) {
   control_request r;
-  r.body = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
-  if (r.body.is_discarded())
-    return tl::unexpected(request_error{"malformed JSON: expected one JSON object per line", {}});
+  auto parsed = parse_json_untrusted(line);
+  if (!parsed)
+    return tl::unexpected(request_error{
+        "malformed JSON (" + parsed.error() + "): expected one JSON object per line", {}});
+  r.body = std::move(*parsed);
   if (!r.body.is_object())
     return tl::unexpected(
         request_error{"a request must be a JSON object, e.g. {\"command\": \"list\"}", {}});
@@ -114,16 +207,20 @@ tl::expected<std::vector<std::string>, std::string> strings_of(const json& body,
   return out;
 }
 
+// 2^53-1: the largest integer a JavaScript (or any double-based) JSON client reads exactly, so
+// every id the engine accepts can be addressed again.
+constexpr std::uint64_t max_task_id = (1ULL << 53) - 1;
+
 bool positive_id(const json& v, std::int64_t& out) {
   if (!v.is_number_integer()) return false;
   if (v.is_number_unsigned()) {
     auto u = v.get<std::uint64_t>();
-    if (u == 0 || u > (1ULL << 53)) return false;
+    if (u == 0 || u > max_task_id) return false;
     out = static_cast<std::int64_t>(u);
     return true;
   }
   auto i = v.get<std::int64_t>();
-  if (i < 1 || i > (1LL << 53)) return false;
+  if (i < 1 || static_cast<std::uint64_t>(i) > max_task_id) return false;
   out = i;
   return true;
 }
@@ -156,8 +253,9 @@ tl::expected<task_selector, std::string> parse_selector(const json& body) {
     auto it = body.find(key);
     if (it == body.end()) continue;
     std::int64_t id = 0;
-    auto bad =
-        tl::unexpected("\"" + std::string(key) + "\" must be a positive integer or a list of them");
+    auto bad = tl::unexpected(
+        "\"" + std::string(key) +
+        "\" must be an integer from 1 to 9007199254740991 (2^53-1) or a list of them");
     if (it->is_array()) {
       for (const auto& e : *it) {
         if (!positive_id(e, id)) return bad;
@@ -176,6 +274,9 @@ tl::expected<task_selector, std::string> parse_selector(const json& body) {
         "name the tasks: \"name\": \"web\" (or a list), \"id\": 3 (or a list), or \"all\": true"));
   if (sel.all && ways > 1)
     return tl::unexpected(std::string("\"all\": true cannot be combined with names or ids"));
+  if (ways > 1)
+    return tl::unexpected(
+        std::string("give task names or ids, not both (a request acts on one or the other)"));
   return sel;
 }
 
@@ -236,7 +337,8 @@ tl::expected<task_definition, std::string> parse_task_definition(const json& bod
       std::int64_t id = 0;
       if (!positive_id(v, id))
         return tl::unexpected(
-            std::string("the task id (\"id\" or \"service_id\") must be a positive integer"));
+            std::string("the task id (\"id\" or \"service_id\") must be an integer from 1 to "
+                        "9007199254740991 (2^53-1)"));
       def.id = id;
       continue;
     }

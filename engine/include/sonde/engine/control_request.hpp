@@ -39,6 +39,23 @@ tl::expected<listen_address, std::string> parse_listen_address(std::string_view 
 /// True for 127.0.0.0/8, ::1, ::ffff:127.x and "localhost".
 bool is_loopback_host(std::string_view host);
 
+/// Check a control token: no whitespace or control characters, and at least 16 characters
+/// when the listener is beyond loopback. The error says what to do.
+tl::expected<void, std::string> check_token(std::string_view token, bool loopback);
+
+/// The deepest nesting of arrays and objects accepted from the network (requests, agent facts,
+/// replies). Real messages nest three or four levels; the limit keeps every later walk over a
+/// parsed value (copy, dump, compare) far from the stack's end.
+inline constexpr std::size_t json_max_depth = 64;
+
+/// Parse JSON that came from outside: refuses a NUL byte, nesting deeper than `max_depth`
+/// (checked by a linear scan before anything is built), a key given twice in one object
+/// (`{"command":"hello","command":"shutdown"}` must not mean shutdown), and anything that is not
+/// exactly one JSON value. The error says what and where (byte offset). Never throws.
+/// Thread-safe.
+tl::expected<nlohmann::json, std::string> parse_json_untrusted(
+    std::string_view text, std::size_t max_depth = json_max_depth);
+
 /// One request line, parsed: the whole object plus the envelope fields every command shares.
 struct control_request {
   std::string command;  ///< e.g. "start"
@@ -53,7 +70,8 @@ struct request_error {
   nlohmann::json seq;
 };
 
-/// Parse one line (no newline). Errors: not JSON, not an object, no/invalid "command",
+/// Parse one line (no newline) with parse_json_untrusted. Errors: not JSON (with the reason:
+/// a NUL byte, too deep, a duplicate key, a syntax error), not an object, no/invalid "command",
 /// bad "token"/"protocol" types, a protocol version newer than ours. Never throws.
 tl::expected<control_request, request_error> parse_request(std::string_view line);
 
@@ -64,8 +82,9 @@ struct task_selector {
   std::vector<std::int64_t> ids;
 };
 
-/// Decode "all": true, "name"/"task" (string or list), "id"/"service_id" (integer or list).
-/// Exactly one way of naming tasks is required.
+/// Decode "all": true, "name"/"task" (string or list), "id"/"service_id" (integer from 1 to
+/// 2^53-1, the largest that every JSON client can address; or a list). Exactly one way of
+/// naming tasks is required: names and ids together are refused.
 tl::expected<task_selector, std::string> parse_selector(const nlohmann::json& body);
 
 /// Which results a watcher receives: empty lists match everything.
