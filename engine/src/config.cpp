@@ -14,6 +14,7 @@
 
 #include <sonde/engine/config.hpp>
 #include <sonde/engine/control_request.hpp>
+#include <sonde/engine/files.hpp>
 
 namespace fs = std::filesystem;
 
@@ -344,8 +345,10 @@ namespace {
 // validated (and positioned) with the rest of the file.
 void read_control_section(const std::string& path, const toml::table& t, control_settings& out,
                           std::vector<config_error>& errors) {
-  static const std::vector<std::string> keys = {"listen",   "token",       "tls_cert",   "tls_key",
-                                                "max_line", "max_clients", "watch_queue"};
+  static const std::vector<std::string> keys = {
+      "listen",         "token",       "tls_cert",     "tls_key",      "max_line",
+      "max_clients",    "watch_queue", "auth_timeout", "idle_timeout", "max_unauthenticated",
+      "max_per_address"};
   auto file_path = [&](const std::string& s) {
     fs::path p(s);
     if (p.is_relative()) p = fs::absolute(fs::path(path)).parent_path() / p;
@@ -373,8 +376,24 @@ void read_control_section(const std::string& path, const toml::table& t, control
     } else if (key == "token") {
       if (!str || str->empty())
         errors.push_back({vpos, "'token' must be a non-empty string"});
+      else if (auto ok = check_token(*str, true); !ok)
+        errors.push_back({vpos, "'token': " + ok.error()});
       else
         out.token = *str;
+    } else if (key == "auth_timeout" || key == "idle_timeout") {
+      auto d = duration_from_node(v);
+      bool idle = key == "idle_timeout";
+      if (!d || (!idle && *d < std::chrono::milliseconds(100)) || *d > std::chrono::hours(24))
+        errors.push_back({vpos, "'" + key + "' must be a duration from " +
+                                    (idle ? "0s (never)" : "100ms") + " to 1d" +
+                                    (d ? "" : ": " + d.error())});
+      else
+        (idle ? out.idle_timeout : out.auth_timeout) =
+            std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+    } else if (key == "max_unauthenticated") {
+      integer(1, 100000, out.max_unauthenticated);
+    } else if (key == "max_per_address") {
+      integer(1, 100000, out.max_per_address);
     } else if (key == "tls_cert" || key == "tls_key") {
       if (!str || str->empty())
         errors.push_back({vpos, "'" + key + "' must be a file name"});
@@ -385,7 +404,7 @@ void read_control_section(const std::string& path, const toml::table& t, control
     } else if (key == "max_clients") {
       integer(1, 100000, out.max_clients);
     } else if (key == "watch_queue") {
-      integer(1, 1000000, out.watch_queue);
+      integer(1, 100000, out.watch_queue);
     } else {
       errors.push_back({pos_of(path, k.source()),
                         "unknown key '" + key + "' in [control]" + did_you_mean(key, keys)});
@@ -401,14 +420,13 @@ tl::expected<task_file, std::vector<config_error>> read_engine_section(const std
   std::vector<config_error> errors;
   task_file out;
   out.path = path;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    errors.push_back({{path, 0, 0}, "cannot open task file: " + std::string(std::strerror(errno))});
+  // Only a regular file of sane size: a directory, FIFO or /dev/zero is refused, not read.
+  auto file = read_regular_file(path, max_config_bytes, "task file");
+  if (!file) {
+    errors.push_back({{path, 0, 0}, file.error().why});
     return tl::unexpected(errors);
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
+  std::string text = std::move(*file);
   auto doc = std::make_shared<toml::table>();
   try {
     *doc = toml::parse(text, path);

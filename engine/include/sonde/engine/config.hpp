@@ -95,6 +95,10 @@ struct control_settings {
   std::int64_t max_line = 65536;    ///< longest request line in bytes
   std::int64_t max_clients = 512;   ///< connections at once; more are refused with an error
   std::int64_t watch_queue = 1024;  ///< results queued per watcher before dropping
+  std::int64_t max_unauthenticated = 128;          ///< connections not yet authenticated, at once
+  std::int64_t max_per_address = 32;               ///< unauthenticated connections from one address
+  std::chrono::milliseconds auth_timeout{10000};   ///< accept to first authenticated request
+  std::chrono::milliseconds idle_timeout{600000};  ///< silent non-watching client (0: never)
 };
 
 /// A loaded task file.
