@@ -157,6 +157,10 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
       co.max_line = static_cast<std::size_t>(tf->control.max_line);
       co.max_clients = static_cast<std::size_t>(tf->control.max_clients);
       co.watch_queue = static_cast<std::size_t>(tf->control.watch_queue);
+      co.max_unauthenticated = static_cast<std::size_t>(tf->control.max_unauthenticated);
+      co.max_per_address = static_cast<std::size_t>(tf->control.max_per_address);
+      co.auth_timeout = tf->control.auth_timeout;
+      co.idle_timeout = tf->control.idle_timeout;
       co.tls_cert = tf->control.tls_cert;
       co.tls_key = tf->control.tls_key;
       bool tls = !co.tls_cert.empty();

@@ -70,9 +70,13 @@ struct control_core : result_sink {
   std::map<std::string, command_entry> commands;
   std::unordered_map<std::uint64_t, session*> sessions;
   std::uint64_t next_id = 1, watchers = 0, dropped_total = 0, accepted = 0, refused = 0;
+  // Connections closed to make room for new ones, closed for not authenticating in time, and
+  // closed for idling; bytes queued for all clients; TLS refusals being written.
+  std::uint64_t evicted = 0, auth_timeouts = 0, idle_closed = 0;
+  std::size_t queued_bytes = 0, refusing = 0;
   std::function<void()> shutdown_hook;
   steady::time_point started = steady::now();
-  asio::steady_timer rate_timer;
+  asio::steady_timer rate_timer, sweep_timer;
   std::deque<std::uint64_t> completed_ring;  // completed count, one sample per second
   bool closing = false;
   std::function<void()> closed_hook;
@@ -80,9 +84,17 @@ struct control_core : result_sink {
 
   control_core(asio::io_context& io_, scheduler& s, task_set& t, const plugin_host& p,
                control_options o)
-      : io(io_), sched(&s), tasks(&t), plugins(&p), opts(std::move(o)), rate_timer(io_) {}
+      : io(io_),
+        sched(&s),
+        tasks(&t),
+        plugins(&p),
+        opts(std::move(o)),
+        rate_timer(io_),
+        sweep_timer(io_) {}
 
   void on_result(const result_record& r) override;
+  void sweep();
+  std::chrono::milliseconds sweep_period() const;
   void sample_rate();
   double results_per_second() const;
   json hello() const;
@@ -108,10 +120,14 @@ struct session final : control_client, std::enable_shared_from_this<session> {
   std::optional<tcp::socket> plain;
   std::optional<asio::ssl::stream<tcp::socket>> tls;
   std::uint64_t id_;
-  std::string peer_;
+  std::string peer_, addr_;  // "host:port" and the host alone (for per-address limits)
   std::chrono::system_clock::time_point connected = std::chrono::system_clock::now();
+  steady::time_point accepted_at = steady::now(), last_active = accepted_at;
   line_splitter lines;
   bool authed = false;
+  // A command answers once its change is durable (defer_reply): the reader waits for it.
+  std::function<void(reply_amend)> deferred;
+  bool awaiting_reply = false;
 
   // The outgoing queue: lines shared with other watchers where they are results.
   struct queued_line {
@@ -142,7 +158,8 @@ struct session final : control_client, std::enable_shared_from_this<session> {
         gate(core->io, steady::time_point::max()) {
     asio::error_code ec;
     auto ep = s.remote_endpoint(ec);
-    peer_ = ec ? std::string("?") : listen_address{ep.address().to_string(), ep.port()}.to_string();
+    addr_ = ec ? std::string("?") : ep.address().to_string();
+    peer_ = ec ? std::string("?") : listen_address{addr_, ep.port()}.to_string();
     if (core->tls)
       tls.emplace(std::move(s), *core->tls);
     else
@@ -152,6 +169,7 @@ struct session final : control_client, std::enable_shared_from_this<session> {
   std::vector<std::function<void()>> close_hooks;
 
   ~session() override {
+    for (auto& l : out) core->queued_bytes -= l.text->size();
     for (auto& f : close_hooks) f();
     if (watching) --core->watchers;
     core->sessions.erase(id_);
@@ -179,12 +197,14 @@ struct session final : control_client, std::enable_shared_from_this<session> {
   }
   void on_close(std::function<void()> f) override { close_hooks.push_back(std::move(f)); }
   void set_max_line(std::size_t bytes) override { lines.set_max_line(bytes); }
+  void defer_reply(std::function<void(reply_amend)> wait) override { deferred = std::move(wait); }
 
   tcp::socket& socket() { return tls ? tls->next_layer() : *plain; }
 
   void push(std::shared_ptr<const std::string> line, bool is_result) {
     if (closed) return;
     out_bytes += line->size();
+    core->queued_bytes += line->size();
     queued_results += is_result;
     out.push_back({std::move(line), is_result});
     // A result joins the batch the writer is lingering for; anything else goes out now.
@@ -193,7 +213,8 @@ struct session final : control_client, std::enable_shared_from_this<session> {
   void push(std::string line) { push(std::make_shared<const std::string>(std::move(line)), false); }
 
   void offer(const std::shared_ptr<const std::string>& line) {
-    if (queued_results >= queue_limit) {
+    if (queued_results >= queue_limit ||
+        core->queued_bytes + line->size() > core->opts.max_queued_bytes) {
       ++dropped_pending;
       ++dropped;
       ++core->dropped_total;
@@ -219,6 +240,14 @@ struct session final : control_client, std::enable_shared_from_this<session> {
     gate.cancel();
   }
 
+  // Queued bytes leave the global count when written or dropped.
+  void unqueue_front() {
+    out_bytes -= out.front().text->size();
+    core->queued_bytes -= out.front().text->size();
+    queued_results -= out.front().result;
+    out.pop_front();
+  }
+
   void start() {
     auto self = shared_from_this();
     asio::co_spawn(
@@ -228,13 +257,8 @@ struct session final : control_client, std::enable_shared_from_this<session> {
   asio::awaitable<void> run() {
     auto self = shared_from_this();
     if (tls) {
-      // Bounded handshake: a client that connects and says nothing must not hold a slot.
-      asio::steady_timer limit(core->io, std::chrono::seconds(10));
-      limit.async_wait([self](asio::error_code ec) {
-        if (!ec && !self->authed && !self->closed) self->close();
-      });
+      // The handshake counts against auth_timeout: the sweep closes a client that stalls in it.
       auto [ec] = co_await tls->async_handshake(asio::ssl::stream_base::server, use_tuple);
-      limit.cancel();
       if (ec || closed) {
         close();
         co_return;
@@ -273,7 +297,7 @@ struct session final : control_client, std::enable_shared_from_this<session> {
           handle(line->text);
         }
         if (closed || close_after_flush) break;
-        while (out_bytes > reply_gate && !closed) {
+        while ((out_bytes > reply_gate || awaiting_reply) && !closed) {
           gate.expires_at(steady::time_point::max());
           co_await gate.async_wait(use_tuple);
         }
@@ -290,7 +314,7 @@ struct session final : control_client, std::enable_shared_from_this<session> {
     std::vector<asio::const_buffer> bufs;
     while (!closed) {
       if (out.empty()) {
-        if (close_after_flush || (read_done && !watching)) break;
+        if ((close_after_flush || (read_done && !watching)) && !awaiting_reply) break;
         wake.expires_at(steady::time_point::max());
         co_await wake.async_wait(use_tuple);
         continue;
@@ -314,26 +338,25 @@ struct session final : control_client, std::enable_shared_from_this<session> {
         ec = e;
       }
       if (ec) break;  // the client went away: drop everything queued for it
-      for (std::size_t i = 0; i < batch; ++i) {
-        out_bytes -= out.front().text->size();
-        queued_results -= out.front().result;
-        out.pop_front();
-      }
+      for (std::size_t i = 0; i < batch; ++i) unqueue_front();
       if (out_bytes <= reply_gate) gate.cancel();
     }
-    out.clear();
+    while (!out.empty()) unqueue_front();
     close();
   }
 
   void handle(const std::string& text) {
     ++requests;
+    last_active = steady::now();
     auto req = parse_request(text);
     if (!req) {
       if (!core->opts.token.empty() && !authed) return refuse("a token is required", nullptr);
       push(error_line(req.error().message, req.error().seq));
       return;
     }
-    if (!core->opts.token.empty()) {
+    if (core->opts.token.empty()) {
+      authed = true;
+    } else {
       if (!req->token) {
         if (!authed) return refuse("a token is required (\"token\": \"...\")", req->seq);
       } else if (!token_equal(*req->token, core->opts.token)) {
@@ -371,7 +394,25 @@ struct session final : control_client, std::enable_shared_from_this<session> {
     if (!reply.is_object()) reply = json{{"result", std::move(reply)}};
     json out_obj{{"ok", true}};
     for (auto& [k, v] : reply.items()) out_obj[k] = v;
-    push(reply_line(std::move(out_obj), req->seq));
+    if (!deferred) {
+      push(reply_line(std::move(out_obj), req->seq));
+      return;
+    }
+    // The reply goes out when the command says so; until then this connection reads nothing.
+    auto wait = std::move(deferred);
+    deferred = nullptr;
+    awaiting_reply = true;
+    std::weak_ptr<session> weak = shared_from_this();
+    wait([weak, out_obj = std::move(out_obj), seq = req->seq](json extra) mutable {
+      auto self = weak.lock();
+      if (!self) return;
+      if (extra.is_object())
+        for (auto& [k, v] : extra.items()) out_obj[k] = v;
+      self->awaiting_reply = false;
+      self->last_active = steady::now();
+      self->push(reply_line(std::move(out_obj), seq));
+      self->gate.cancel();
+    });
   }
 
   void refuse(const std::string& why, const json& seq) {
@@ -465,10 +506,16 @@ json control_core::status() const {
             {"unknown", st.by_status[3]},
             {"skipped_overlap", st.skipped_overlap}}},
           {"plugins", std::move(plugs)},
+          {"state", tasks->state_stats()},
           {"clients",
            {{"connected", sessions.size()},
             {"watching", watchers},
-            {"dropped_results", dropped_total}}}};
+            {"dropped_results", dropped_total},
+            {"queued_bytes", queued_bytes},
+            {"refused", refused},
+            {"evicted_unauthenticated", evicted},
+            {"auth_timeouts", auth_timeouts},
+            {"idle_closed", idle_closed}}}};
 }
 
 json control_core::clients() const {
@@ -497,6 +544,45 @@ json control_core::clients() const {
   return {{"clients", std::move(list)}};
 }
 
+std::chrono::milliseconds control_core::sweep_period() const {
+  auto shortest = opts.auth_timeout;
+  if (opts.idle_timeout.count() > 0) shortest = std::min(shortest, opts.idle_timeout);
+  return std::clamp(shortest / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+}
+
+// Close connections that did not authenticate within auth_timeout (TLS handshake included)
+// and authenticated ones idle past idle_timeout (watchers and clients awaiting a reply are
+// not idle).
+void control_core::sweep() {
+  auto now = steady::now();
+  std::vector<session*> expired, idle;
+  for (auto& [id, s] : sessions) {
+    if (s->closed || s->close_after_flush) continue;
+    if (!s->authed) {
+      if (now - s->accepted_at >= opts.auth_timeout) expired.push_back(s);
+    } else if (opts.idle_timeout.count() > 0 && !s->watching && !s->awaiting_reply &&
+               s->out.empty() && now - s->last_active >= opts.idle_timeout) {
+      idle.push_back(s);
+    }
+  }
+  for (auto* s : expired) {
+    ++auth_timeouts;
+    s->close();
+  }
+  for (auto* s : idle) {
+    ++idle_closed;
+    s->push(reply_line({{"event", "closing"},
+                        {"reason", "idle for " + std::to_string(opts.idle_timeout.count() / 1000) +
+                                       "s (idle_timeout)"}},
+                       nullptr));
+    s->finish();
+  }
+  sweep_timer.expires_after(sweep_period());
+  sweep_timer.async_wait([this](asio::error_code ec) {
+    if (!ec && !closing) sweep();
+  });
+}
+
 void control_core::maybe_closed() {
   if (closing && sessions.empty() && closed_hook) {
     auto f = std::move(closed_hook);
@@ -516,6 +602,25 @@ tl::expected<json, command_error> from_tasks(F&& r) {
   return std::move(*r);
 }
 
+// A change to the task set: in effect at once; the reply waits until it is on disk (the
+// writer thread's group commit), so an acknowledged change survives a crash.
+template <class F>
+tl::expected<json, command_error> persisted(detail::control_core* core, control_client& c, F&& r) {
+  auto out = from_tasks(std::forward<F>(r));
+  if (!out) return out;
+  if (auto ticket = core->tasks->take_ticket())
+    c.defer_reply([core, ticket](control_client::reply_amend done) {
+      core->tasks->when_saved(ticket, [done = std::move(done)](const std::string& error) {
+        if (error.empty())
+          done(json::object());
+        else
+          done(json{{"warning", "the change is in effect but not yet saved: " + error +
+                                    " (retrying every second)"}});
+      });
+    });
+  return out;
+}
+
 }  // namespace
 
 control_server::control_server(asio::io_context& io, scheduler& sched, task_set& tasks,
@@ -527,27 +632,27 @@ control_server::control_server(asio::io_context& io, scheduler& sched, task_set&
   // stop, pause and resume take the same selector.
   enum class sel_op { stop, pause, resume };
   auto selector_cmd = [core](sel_op op) -> handler {
-    return [core, op](client, req r) -> tl::expected<json, command_error> {
+    return [core, op](client c, req r) -> tl::expected<json, command_error> {
       auto sel = parse_selector(r.body);
       if (!sel) return tl::unexpected(command_error{sel.error(), {}});
       switch (op) {
         case sel_op::stop:
-          return from_tasks(core->tasks->stop(*sel));
+          return persisted(core, c, core->tasks->stop(*sel));
         case sel_op::pause:
-          return from_tasks(core->tasks->pause(*sel));
+          return persisted(core, c, core->tasks->pause(*sel));
         case sel_op::resume:
           break;
       }
-      return from_tasks(core->tasks->resume(*sel));
+      return persisted(core, c, core->tasks->resume(*sel));
     };
   };
   add_command("hello", "protocol version, engine version and the commands",
               [core](client, req) -> tl::expected<json, command_error> { return core->hello(); });
   add_command("start", "start a task: type (service), target (host), interval, probe options",
-              [core](client, req r) -> tl::expected<json, command_error> {
+              [core](client c, req r) -> tl::expected<json, command_error> {
                 auto def = parse_task_definition(r.body);
                 if (!def) return tl::unexpected(command_error{def.error(), {}});
-                return from_tasks(core->tasks->start(*def));
+                return persisted(core, c, core->tasks->start(*def));
               });
   add_command("stop", "remove tasks: name, id (service_id) or all", selector_cmd(sel_op::stop));
   add_command("pause", "pause tasks: name, id or all", selector_cmd(sel_op::pause));
@@ -563,10 +668,11 @@ control_server::control_server(asio::io_context& io, scheduler& sched, task_set&
                 if (!f) return tl::unexpected(command_error{f.error(), {}});
                 std::size_t queue = 0;
                 if (auto it = r.body.find("queue"); it != r.body.end()) {
+                  auto max = static_cast<std::int64_t>(core->opts.watch_queue_max);
                   if (!it->is_number_integer() || it->get<std::int64_t>() < 1 ||
-                      it->get<std::int64_t>() > 1'000'000)
-                    return tl::unexpected(
-                        command_error{"\"queue\" must be an integer from 1 to 1000000", {}});
+                      it->get<std::int64_t>() > max)
+                    return tl::unexpected(command_error{
+                        "\"queue\" must be an integer from 1 to " + std::to_string(max), {}});
                   queue = it->get<std::size_t>();
                 }
                 c.watch(*f, queue);
@@ -580,8 +686,8 @@ control_server::control_server(asio::io_context& io, scheduler& sched, task_set&
   add_command("clients", "connected clients with their queue depths",
               [core](client, req) -> tl::expected<json, command_error> { return core->clients(); });
   add_command("reload", "re-read the task file; unchanged tasks keep schedule and state",
-              [core](client, req) -> tl::expected<json, command_error> {
-                return from_tasks(core->tasks->reload());
+              [core](client c, req) -> tl::expected<json, command_error> {
+                return persisted(core, c, core->tasks->reload());
               });
   add_command("export", "the current task set as a task file",
               [core](client, req) -> tl::expected<json, command_error> {
@@ -604,6 +710,7 @@ control_server::~control_server() {
   asio::error_code ec;
   if (core_->acceptor) core_->acceptor->close(ec);
   core_->rate_timer.cancel();
+  core_->sweep_timer.cancel();
   for (auto& [id, s] : core_->sessions) s->close();
 }
 
@@ -636,6 +743,59 @@ asio::awaitable<void> refuse_client(tcp::socket s, std::string line) {
   s.shutdown(tcp::socket::shutdown_both, ec);
 }
 
+// On a TLS port the refusal is said over TLS (a plaintext line would be garbage to the client),
+// after a handshake bounded to two seconds.
+asio::awaitable<void> refuse_client_tls(std::shared_ptr<detail::control_core> core, tcp::socket s,
+                                        std::string line) {
+  auto st = std::make_shared<asio::ssl::stream<tcp::socket>>(std::move(s), *core->tls);
+  asio::steady_timer limit(core->io, std::chrono::seconds(2));
+  limit.async_wait([st](asio::error_code ec) {
+    if (ec) return;
+    asio::error_code ignore;
+    st->next_layer().close(ignore);
+  });
+  auto [ec] = co_await st->async_handshake(asio::ssl::stream_base::server, use_tuple);
+  if (!ec) co_await asio::async_write(*st, asio::buffer(line), use_tuple);
+  limit.cancel();
+  asio::error_code ignore;
+  st->next_layer().shutdown(tcp::socket::shutdown_both, ignore);
+  st->next_layer().close(ignore);
+  --core->refusing;
+}
+
+// Make room for a connection from `addr`. An unauthenticated connection that has had its
+// chance (connected at least `grace` ago: a real client sends its first request at once) is
+// closed, oldest first, when the newcomer would pass the per-address or the unauthenticated
+// limit, or finds every slot taken. Young connections are never closed: a burst of real
+// clients is not turned against itself. Returns the live connections that remain.
+std::size_t make_room(detail::control_core& core, const std::string& addr) {
+  auto grace = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1000),
+                                                   core.opts.auth_timeout / 4);
+  auto old_enough = steady::now() - grace;
+  detail::session *oldest = nullptr, *oldest_here = nullptr;
+  std::size_t live = 0, unauth = 0, here = 0;
+  for (auto& [id, s] : core.sessions) {
+    if (s->closed) continue;
+    ++live;
+    if (s->authed) continue;
+    ++unauth;
+    bool here_too = s->addr_ == addr;
+    here += here_too;
+    if (s->accepted_at > old_enough) continue;
+    if (!oldest || s->accepted_at < oldest->accepted_at) oldest = s;
+    if (here_too && (!oldest_here || s->accepted_at < oldest_here->accepted_at)) oldest_here = s;
+  }
+  detail::session* victim = nullptr;
+  if (oldest_here && here >= core.opts.max_per_address)
+    victim = oldest_here;
+  else if (oldest && (unauth >= core.opts.max_unauthenticated || live >= core.opts.max_clients))
+    victim = oldest;
+  if (!victim) return live;
+  ++core.evicted;
+  victim->close();
+  return live - 1;
+}
+
 asio::awaitable<void> accept_loop(std::shared_ptr<detail::control_core> core) {
   while (!core->closing && core->acceptor && core->acceptor->is_open()) {
     auto [ec, sock] = co_await core->acceptor->async_accept(use_tuple);
@@ -647,15 +807,22 @@ asio::awaitable<void> accept_loop(std::shared_ptr<detail::control_core> core) {
       co_await t.async_wait(use_tuple);
       continue;
     }
-    if (core->sessions.size() >= core->opts.max_clients) {
+    asio::error_code aec;
+    auto ep = sock.remote_endpoint(aec);
+    std::string addr = aec ? std::string("?") : ep.address().to_string();
+    if (make_room(*core, addr) >= core->opts.max_clients) {
+      // Every slot is held by an authenticated client.
       ++core->refused;
-      asio::co_spawn(core->io,
-                     refuse_client(std::move(sock),
-                                   detail::error_line("too many clients (" +
-                                                          std::to_string(core->opts.max_clients) +
-                                                          "); try again later",
-                                                      nullptr)),
-                     asio::detached);
+      auto line = detail::error_line(
+          "too many clients (" + std::to_string(core->opts.max_clients) + "); try again later",
+          nullptr);
+      if (!core->tls) {
+        asio::co_spawn(core->io, refuse_client(std::move(sock), std::move(line)), asio::detached);
+      } else if (core->refusing < 32) {
+        ++core->refusing;
+        asio::co_spawn(core->io, refuse_client_tls(core, std::move(sock), std::move(line)),
+                       asio::detached);
+      }  // else: dropped without a word (closing the socket) rather than holding more memory
       continue;
     }
     ++core->accepted;
@@ -671,10 +838,14 @@ asio::awaitable<void> accept_loop(std::shared_ptr<detail::control_core> core) {
 tl::expected<listen_address, std::string> control_server::start() {
   auto& c = *core_;
   const auto& la = c.opts.listen;
-  if (!is_loopback_host(la.host) && c.opts.token.empty())
+  bool loopback = is_loopback_host(la.host);
+  if (!loopback && c.opts.token.empty())
     return tl::unexpected("refusing to listen on " + la.to_string() +
                           " without a token: set [control] token in the task file or "
                           "SONDE_TOKEN, or listen on a loopback address");
+  if (!c.opts.token.empty())
+    if (auto t = check_token(c.opts.token, loopback); !t)
+      return tl::unexpected("refusing to listen on " + la.to_string() + ": " + t.error());
   if (!c.opts.tls_cert.empty()) {
     try {
       c.tls.emplace(asio::ssl::context::tls_server);
@@ -710,6 +881,7 @@ tl::expected<listen_address, std::string> control_server::start() {
   auto bound = c.acceptor->local_endpoint(ec);
   asio::co_spawn(c.io, accept_loop(core_), asio::detached);
   c.sample_rate();
+  c.sweep();
   return listen_address{bound.address().to_string(), bound.port()};
 }
 
@@ -719,6 +891,7 @@ void control_server::close(std::function<void()> done, std::chrono::milliseconds
   asio::error_code ec;
   if (c.acceptor) c.acceptor->close(ec);
   c.rate_timer.cancel();
+  c.sweep_timer.cancel();
   c.closed_hook = std::move(done);
   for (auto& [id, s] : c.sessions) {
     s->watching = false;

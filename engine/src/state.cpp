@@ -10,8 +10,10 @@
 
 #include <toml++/toml.h>
 
+#include <sonde/engine/files.hpp>
 #include <sonde/engine/output.hpp>
 #include <sonde/engine/state.hpp>
+#include <sonde/engine/state_writer.hpp>
 
 namespace fs = std::filesystem;
 
@@ -139,26 +141,37 @@ std::string default_state_dir(const std::string& task_file) {
   return (p.parent_path() / (p.stem().string() + ".state")).lexically_normal().string();
 }
 
-tl::expected<control_state, std::vector<config_error>> load_control_state(
-    const std::string& path, const plugin_host& plugins) {
+namespace {
+
+// A state file's text, parsed and validated. `must_have_state`: the text came from a file that
+// exists, so it must say [state] (sonde always writes it; a file without it is not sonde's).
+tl::expected<control_state, std::vector<config_error>> parse_control_state(
+    const std::string& path, const std::string& text, const plugin_host& plugins,
+    bool must_have_state) {
   control_state out;
   std::vector<config_error> errors;
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return out;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    errors.push_back(
-        {{path, 0, 0}, "cannot open state file: " + std::string(std::strerror(errno))});
+  const std::string aside =
+      "; move it aside to start without the tasks changed over the control "
+      "channel (mv " +
+      path + " " + path + ".bad), or restore it from a backup";
+  if (must_have_state && text.find_first_not_of(" \t\r\n") == std::string::npos) {
+    errors.push_back({{path, 0, 0},
+                      "the state file is empty; sonde replaces it atomically, so "
+                      "something else emptied it" +
+                          aside});
     return tl::unexpected(errors);
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
   auto doc = std::make_shared<toml::table>();
   try {
-    *doc = toml::parse(ss.str(), path);
+    *doc = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     errors.push_back(
         {{path, e.source().begin.line, e.source().begin.column}, std::string(e.description())});
+    return tl::unexpected(errors);
+  }
+  if (must_have_state && !doc->contains("state")) {
+    errors.push_back(
+        {{path, 1, 1}, "this is not a sonde state file (it has no [state] table)" + aside});
     return tl::unexpected(errors);
   }
   auto pos = [&](const toml::source_region& r) {
@@ -222,26 +235,98 @@ tl::expected<control_state, std::vector<config_error>> load_control_state(
   return out;
 }
 
-std::string format_control_state(const std::vector<const task_spec*>& tasks,
-                                 const std::map<std::string, std::int64_t>& ids,
-                                 const std::vector<std::string>& stopped,
-                                 const std::vector<std::string>& paused) {
+}  // namespace
+
+state_records records_of(const control_state& st) {
+  state_records r;
+  auto at = [&](const std::string& name) -> state_record& {
+    auto& rec = r[name];
+    rec.name = name;
+    return rec;
+  };
+  for (const auto& t : st.tasks) at(t.name).task = format_task_toml(t);
+  for (const auto& [name, id] : st.ids) at(name).id = id;
+  for (const auto& n : st.stopped) at(n).stopped = true;
+  for (const auto& n : st.paused) at(n).paused = true;
+  return r;
+}
+
+tl::expected<control_state, std::vector<config_error>> load_control_state(
+    const std::string& path, const plugin_host& plugins) {
+  std::vector<config_error> errors;
+  std::string text;
+  bool exists = true;
+  if (auto f = read_regular_file(path, max_config_bytes, "state file")) {
+    text = std::move(*f);
+  } else if (f.error().what == file_error::kind::missing) {
+    exists = false;
+  } else {
+    errors.push_back({{path, 0, 0}, f.error().why});
+    return tl::unexpected(errors);
+  }
+  auto st = parse_control_state(path, text, plugins, exists);
+  if (!st) return st;
+  // Changes made since the state file was last rewritten (state_writer.hpp).
+  const std::string jpath = state_journal_path(path);
+  auto j = read_regular_file(jpath, max_config_bytes, "state journal");
+  if (!j) {
+    if (j.error().what == file_error::kind::missing) return st;
+    errors.push_back({{jpath, 0, 0}, j.error().why});
+    return tl::unexpected(errors);
+  }
+  auto records = records_of(*st);
+  std::size_t line_no = 0, begin = 0;
+  while (begin < j->size()) {
+    auto nl = j->find('\n', begin);
+    bool last = nl == std::string::npos || j->find_first_not_of(" \t\r\n", nl) == std::string::npos;
+    std::string_view line(j->data() + begin, (nl == std::string::npos ? j->size() : nl) - begin);
+    ++line_no;
+    begin = nl == std::string::npos ? j->size() : nl + 1;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    auto r = parse_state_record(line);
+    if (!r) {
+      if (last) {
+        // A write cut short by a crash: that change was never acknowledged.
+        std::fprintf(stderr, "sonde: warning: %s:%zu: ignoring a torn last record (%s)\n",
+                     jpath.c_str(), line_no, r.error().c_str());
+        continue;
+      }
+      errors.push_back(
+          {{jpath, static_cast<unsigned>(line_no), 1}, "invalid record: " + r.error()});
+      return tl::unexpected(errors);
+    }
+    if (r->empty())
+      records.erase(r->name);
+    else
+      records[r->name] = std::move(*r);
+  }
+  auto merged = parse_control_state(path, format_state_file(records), plugins, true);
+  if (merged) merged->replayed_journal = true;
+  return merged;
+}
+
+std::string format_state_file(const state_records& records) {
+  std::vector<std::string> stopped, paused;
   std::string o =
       "# Written by sonde: what was changed over the control channel (sondectl), kept across\n"
-      "# restarts and loaded after the task file. Rewritten on every change.\n"
+      "# restarts and loaded after the task file. Changes since it was written are in the\n"
+      "# .journal file beside it, which sonde replays and folds into this file.\n"
       "[state]\nversion = 1\n";
+  for (const auto& [name, r] : records) {
+    if (r.stopped) stopped.push_back(name);
+    if (r.paused) paused.push_back(name);
+  }
   if (!stopped.empty()) o += "stopped = " + string_list(stopped) + "  # task-file tasks\n";
   if (!paused.empty()) o += "paused = " + string_list(paused) + "\n";
-  if (!ids.empty()) {
-    o += "ids = {";
-    bool first = true;
-    for (const auto& [name, id] : ids) {
-      o += (first ? " " : ", ") + toml_key(name) + " = " + std::to_string(id);
-      first = false;
-    }
-    o += " }\n";
+  bool first = true;
+  for (const auto& [name, r] : records) {
+    if (!r.id) continue;
+    o += (first ? "ids = { " : ", ") + toml_key(name) + " = " + std::to_string(*r.id);
+    first = false;
   }
-  for (const auto* t : tasks) o += "\n" + format_task_toml(*t);
+  if (!first) o += " }\n";
+  for (const auto& [name, r] : records)
+    if (r.task) o += "\n" + *r.task;
   return o;
 }
 

@@ -121,26 +121,66 @@ tl::expected<void, std::vector<config_error>> task_set::load_state() {
     if (sched_.remove(name)) stopped_.push_back(name);
   for (const auto& name : st->paused)
     if (sched_.pause(name)) paused_.insert(name);
+  // What runs now may differ from the file (a stopped task no longer in the task file): the
+  // writer starts from what runs, and rewrites the file when it differs or a journal was read.
+  auto records = all_records();
+  bool rewrite = st->replayed_journal || records != records_of(*st);
+  auto o = writer_opts_;
+  o.path = state_path_;
+  writer_ = std::make_unique<state_writer>(sched_.io(), std::move(o), std::move(records), rewrite);
   return {};
 }
 
-std::string task_set::save() {
-  if (state_path_.empty()) return {};
-  std::vector<const task_spec*> tasks;
-  sched_.for_each([&](const scheduled_task& t) {
-    if (control_.count(t.spec().name)) tasks.push_back(&t.spec());
-  });
-  std::vector<std::string> paused(paused_.begin(), paused_.end());
-  auto r = write_file_atomically(state_path_, format_control_state(tasks, ids_, stopped_, paused));
-  if (r) return {};
-  std::fprintf(stderr, "sonde: warning: state not saved: %s\n", r.error().c_str());
-  return "the change is in effect but was not saved: " + r.error();
+state_record task_set::record_of(const std::string& name) const {
+  state_record r;
+  r.name = name;
+  if (control_.count(name))
+    if (const auto* t = sched_.find(name)) r.task = format_task_toml(t->spec());
+  if (auto it = ids_.find(name); it != ids_.end()) r.id = it->second;
+  r.stopped = std::find(stopped_.begin(), stopped_.end(), name) != stopped_.end();
+  r.paused = paused_.count(name) > 0;
+  return r;
 }
 
-json task_set::with_save(json reply) {
-  auto w = save();
-  if (!w.empty()) reply["warning"] = w;
+state_records task_set::all_records() const {
+  std::set<std::string> names(control_.begin(), control_.end());
+  for (const auto& [n, id] : ids_) names.insert(n);
+  names.insert(stopped_.begin(), stopped_.end());
+  names.insert(paused_.begin(), paused_.end());
+  state_records out;
+  for (const auto& n : names) out.emplace(n, record_of(n));
+  return out;
+}
+
+json task_set::persist(json reply, const std::vector<std::string>& names) {
+  if (!writer_) return reply;
+  for (const auto& n : names) ticket_ = writer_->submit(record_of(n));
   return reply;
+}
+
+std::uint64_t task_set::take_ticket() {
+  return std::exchange(ticket_, 0);
+}
+
+void task_set::when_saved(std::uint64_t ticket, std::function<void(const std::string&)> f) {
+  if (!writer_ || ticket == 0) {
+    f("");
+    return;
+  }
+  writer_->when_saved(ticket, std::move(f));
+}
+
+json task_set::state_stats() const {
+  if (!writer_) return nullptr;
+  auto c = writer_->stats();
+  json j{{"path", state_path_}, {"changes", c.submitted},  {"pending", c.pending},
+         {"writes", c.batches}, {"rewrites", c.snapshots}, {"failures", c.failures}};
+  j["error"] = c.last_error.empty() ? json(nullptr) : json(c.last_error);
+  return j;
+}
+
+void task_set::flush_state() {
+  if (writer_) writer_->flush();
 }
 
 tl::expected<task_spec, task_set_error> task_set::validate(const json& fields) const {
@@ -186,7 +226,7 @@ tl::expected<json, task_set_error> task_set::start(const task_definition& def) {
       if (t.name == name) {
         sched_.add(std::move(t));
         stopped_.erase(std::find(stopped_.begin(), stopped_.end(), name));
-        return with_save({{"started", name}, {"restored", true}});
+        return persist({{"started", name}, {"restored", true}}, {name});
       }
     return err("task '" + name + "' is no longer in " + file_ + "; reload, then start it anew");
   }
@@ -239,11 +279,21 @@ tl::expected<json, task_set_error> task_set::start(const task_definition& def) {
   if (def.id) {
     id = *def.id;
   } else {
+    // One above the largest, or the first free id when that would pass 2^53-1 (the largest a
+    // JSON client can address: parse_selector refuses larger ones).
+    constexpr std::int64_t max_id = (std::int64_t{1} << 53) - 1;
     id = by_id_.empty() ? 1 : by_id_.rbegin()->first + 1;
+    if (id > max_id) {
+      id = 1;
+      for (const auto& [used, n] : by_id_) {
+        if (used != id) break;
+        ++id;
+      }
+    }
   }
   ids_[name] = id;
   by_id_[id] = name;
-  return with_save({{"started", name}, {"id", id}});
+  return persist({{"started", name}, {"id", id}}, {name});
 }
 
 tl::expected<std::vector<std::string>, task_set_error> task_set::resolve(
@@ -292,7 +342,7 @@ tl::expected<json, task_set_error> task_set::stop(const task_selector& sel) {
       stopped_.push_back(n);
     }
   }
-  return with_save({{"stopped", *names}});
+  return persist({{"stopped", *names}}, *names);
 }
 
 tl::expected<json, task_set_error> task_set::pause(const task_selector& sel) {
@@ -302,7 +352,7 @@ tl::expected<json, task_set_error> task_set::pause(const task_selector& sel) {
     sched_.pause(n);
     paused_.insert(n);
   }
-  return with_save({{"paused", *names}});
+  return persist({{"paused", *names}}, *names);
 }
 
 tl::expected<json, task_set_error> task_set::resume(const task_selector& sel) {
@@ -310,7 +360,7 @@ tl::expected<json, task_set_error> task_set::resume(const task_selector& sel) {
   if (!names) return tl::unexpected(names.error());
   sched_.resume(*names);  // first runs spread over the interval, as at start
   for (const auto& n : *names) paused_.erase(n);
-  return with_save({{"resumed", *names}});
+  return persist({{"resumed", *names}}, *names);
 }
 
 json task_set::list() const {
@@ -341,6 +391,9 @@ tl::expected<json, task_set_error> task_set::reload() {
                                       "it or rename one of them"});
   if (!clashes.empty()) return refuse(clashes);
 
+  // Names whose record may change: stopped or paused before or after.
+  std::vector<std::string> touched(stopped_.begin(), stopped_.end());
+  touched.insert(touched.end(), paused_.begin(), paused_.end());
   std::set<std::string> in_file;
   json added = json::array(), changed = json::array(), removed = json::array();
   std::size_t unchanged = 0;
@@ -373,8 +426,11 @@ tl::expected<json, task_set_error> task_set::reload() {
     removed.push_back(n);
   }
   std::erase_if(stopped_, [&](const std::string& n) { return !in_file.count(n); });
-  return with_save(
-      {{"added", added}, {"changed", changed}, {"removed", removed}, {"unchanged", unchanged}});
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  return persist(
+      {{"added", added}, {"changed", changed}, {"removed", removed}, {"unchanged", unchanged}},
+      touched);
 }
 
 std::string task_set::export_toml() const {

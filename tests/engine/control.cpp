@@ -44,12 +44,14 @@ std::string sleep_task(const std::string& name, const char* interval = "100ms",
 // A whole engine: task file, scheduler, task set, control server on an io_context thread.
 class test_engine {
  public:
-  test_engine(const std::string& task_path, const std::string& state_dir, control_options co = {}) {
+  test_engine(const std::string& task_path, const std::string& state_dir, control_options co = {},
+              state_writer::options wo = {}) {
     auto tf = load_task_file(task_path, plugins());
     if (!tf) throw std::runtime_error(tf.error().front().to_string());
     file_ = std::move(*tf);
     sched_ = std::make_unique<scheduler>(io_, file_.tasks, scheduler_options{1000, false});
     tasks_ = std::make_unique<task_set>(*sched_, plugins(), task_path, state_dir);
+    tasks_->set_writer_options(std::move(wo));
     if (auto st = tasks_->load_state(); !st)
       throw std::runtime_error(st.error().front().to_string());
     co.listen = listen_address{"127.0.0.1", 0};
@@ -125,6 +127,24 @@ TEST_CASE("control: request parsing, selectors, filters and the seed aliases", "
   CHECK(parse_request(R"({"command": 3, "seq": "a"})").error().seq == "a");
   CHECK(!parse_request(R"({"command": "list", "protocol": 2})"));
   CHECK(parse_request(R"({"command": "list", "protocol": 1})"));
+  // Hostile JSON: a key twice (the last would win), a NUL (would end the text early), nesting
+  // deep enough to exhaust the stack in any recursive walk.
+  CHECK_THAT(parse_request(R"({"command":"hello","command":"shutdown"})").error().message,
+             Catch::Contains("the key \"command\" appears twice"));
+  CHECK_THAT(parse_request(R"({"command":"list","x":{"a":1,"a":2}})").error().message,
+             Catch::Contains("\"a\" appears twice"));
+  CHECK(parse_request(R"({"command":"list","x":{"a":1},"y":{"a":2}})"));  // other objects
+  std::string nul = std::string(R"({"command":"list"})") + '\0' + R"({"command":"shutdown"})";
+  CHECK_THAT(parse_request(nul).error().message, Catch::Contains("NUL byte at offset 18"));
+  std::string deep =
+      R"({"command":"list","seq":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  CHECK_THAT(parse_request(deep).error().message, Catch::Contains("nested deeper than 64"));
+  std::string ok_depth =
+      R"({"command":"list","seq":)" + std::string(60, '[') + std::string(60, ']') + "}";
+  CHECK(parse_request(ok_depth));
+  // Brackets inside strings are not nesting.
+  CHECK(parse_request(R"({"command":"list","seq":")" + std::string(1000, '[') + R"("})"));
+  CHECK(!parse_request(R"({"command":"list"} {"command":"list"})"));  // exactly one value
 
   auto def = parse_task_definition(json::parse(
       R"({"command": "start", "service": "PING", "host": "example.com", "interval": 60, "service_id": 1})"));
@@ -143,6 +163,17 @@ TEST_CASE("control: request parsing, selectors, filters and the seed aliases", "
   CHECK(parse_selector(json::parse(R"({"service_id": 4})"))->ids == std::vector<std::int64_t>{4});
   CHECK(!parse_selector(json::parse(R"({})")));
   CHECK(!parse_selector(json::parse(R"({"all": true, "name": "a"})")));
+  // Names and ids together would act on both: refused.
+  CHECK_THAT(parse_selector(json::parse(R"({"name": "a", "id": 3})")).error(),
+             Catch::Contains("not both"));
+  CHECK_THAT(parse_selector(json::parse(R"({"task": "a", "service_id": [3]})")).error(),
+             Catch::Contains("not both"));
+  // Ids stay within what every JSON client reads exactly (2^53-1).
+  CHECK(parse_selector(json::parse(R"({"id": 9007199254740991})"))->ids.front() ==
+        9007199254740991);
+  CHECK(!parse_selector(json::parse(R"({"id": 9007199254740992})")));
+  CHECK(!parse_selector(json::parse(R"({"id": 18446744073709551615})")));
+  CHECK(!parse_task_definition(json::parse(R"({"type": "tcp", "id": 9007199254740992})")));
 
   auto f =
       parse_watch_filter(json::parse(R"({"task": "a", "type": "TCP", "status": ["critical"]})"));
@@ -583,6 +614,13 @@ TEST_CASE("control: reload keeps unchanged tasks and refuses a file with errors"
   CHECK(r["ok"] == false);
   CHECK_THAT(r["errors"][0].get<std::string>(),
              Catch::Contains("also a task started over the control channel"));
+  // A directory (or FIFO, or device) where the task file was: refused, every task keeps running.
+  std::filesystem::remove(path);
+  std::filesystem::create_directory(path);
+  r = c.call(req("reload"));
+  CHECK(r["ok"] == false);
+  CHECK_THAT(r["errors"][0].get<std::string>(), Catch::Contains("this is a directory"));
+  CHECK(c.call(req("list"))["tasks"].size() == list["tasks"].size());
 }
 
 TEST_CASE("control: tasks started, stopped and paused survive a restart", "[control]") {
@@ -666,12 +704,28 @@ TEST_CASE("control: a corrupt state file is an error naming the file and line", 
         state_file_path(state) + ":3:12: error: 'stopped' entries must be task names");
   // A task file that now has a state task's name: both named.
   std::ofstream(state_file_path(state))
-      << "[[task]]\nname = \"a\"\ntype = \"sleep\"\ntarget = \"x\"\n";
+      << "[state]\nversion = 1\n[[task]]\nname = \"a\"\ntype = \"sleep\"\ntarget = \"x\"\n";
   r = ts.load_state();
   REQUIRE(!r);
   CHECK_THAT(
       r.error().front().to_string(),
-      Catch::StartsWith(state_file_path(state) + ":1:1: error: task 'a'") && Catch::Contains(path));
+      Catch::StartsWith(state_file_path(state) + ":3:1: error: task 'a'") && Catch::Contains(path));
+  // Empty, foreign, or not a file at all: refused with what to do, never read as "no tasks".
+  std::ofstream(state_file_path(state)) << "";
+  r = ts.load_state();
+  REQUIRE(!r);
+  CHECK_THAT(r.error().front().to_string(),
+             Catch::Contains("the state file is empty") && Catch::Contains("move it aside"));
+  std::ofstream(state_file_path(state)) << "[[task]]\nname = \"z\"\ntype = \"sleep\"\n";
+  r = ts.load_state();
+  REQUIRE(!r);
+  CHECK_THAT(r.error().front().to_string(), Catch::Contains("not a sonde state file"));
+  std::filesystem::remove(state_file_path(state));
+  std::filesystem::create_directory(state_file_path(state));
+  r = ts.load_state();
+  REQUIRE(!r);
+  CHECK_THAT(r.error().front().to_string(),
+             Catch::Contains("must be a regular file, and this is a directory"));
 }
 
 TEST_CASE("control: token rules", "[control]") {
@@ -744,4 +798,249 @@ TEST_CASE("control: shutdown replies, then the engine stops", "[control]") {
   CHECK(w.eof());
   CHECK(eventually([&] { return e.stopped(); }));
   CHECK(e.shutdown_requested);
+}
+
+namespace {
+
+// A reply that says the change was made and saved.
+bool c_ok(const json& r) {
+  return r["ok"] == true && !r.contains("warning");
+}
+
+// A connection that says nothing (a hostile or broken client).
+struct silent_client {
+  int fd = -1;
+  explicit silent_client(unsigned short port) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      throw std::runtime_error("connect failed");
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~silent_client() { ::close(fd); }
+  silent_client(const silent_client&) = delete;
+  // True once the engine closed the connection (read returns end of stream or a reset).
+  bool closed_by_peer() {
+    char b[256];
+    while (true) {
+      auto n = ::recv(fd, b, sizeof b, 0);
+      if (n > 0) continue;  // a notice before the close
+      return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("control: connections that never speak cannot lock clients out", "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a"));
+  control_options co;
+  co.token = "s3cret";
+  co.max_clients = 16;
+  co.max_unauthenticated = 8;
+  co.max_per_address = 6;
+  co.auth_timeout = 60s;  // eviction, not the timeout, must make room here
+  test_engine e(path, "", co);
+  // An authenticated watcher holds a slot throughout and must never be evicted.
+  line_client w(e.port);
+  REQUIRE(w.call({{"command", "watch"}, {"token", "s3cret"}})["ok"] == true);
+  // Waves of connections that never speak, as many as the engine takes; each wave has had its
+  // chance (a second: the grace before an unauthenticated connection may be closed) before
+  // the next arrives.
+  std::vector<std::unique_ptr<silent_client>> silent;
+  for (int wave = 0; wave < 3; ++wave) {
+    for (int i = 0; i < 20; ++i) silent.push_back(std::make_unique<silent_client>(e.port));
+    std::this_thread::sleep_for(1100ms);
+  }
+  // sondectl and agents still get in, again and again.
+  for (int i = 0; i < 5; ++i) {
+    line_client c(e.port);
+    auto r = c.call({{"command", "status"}, {"token", "s3cret"}});
+    REQUIRE(r["ok"] == true);
+    CHECK(r["clients"]["evicted_unauthenticated"].get<int>() >= 10);
+    CHECK(r["clients"]["connected"].get<int>() <= 16);
+  }
+  // The oldest silent connections were closed to make room.
+  CHECK(silent.front()->closed_by_peer());
+  CHECK(w.call(req("status"))["ok"] == true);  // the watcher is still connected
+}
+
+TEST_CASE("control: unauthenticated and idle connections time out", "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a", "1h"));
+  control_options co;
+  co.token = "s3cret";
+  co.auth_timeout = 300ms;
+  co.idle_timeout = 600ms;
+  test_engine e(path, "", co);
+  silent_client quiet(e.port);
+  line_client idle(e.port);
+  REQUIRE(idle.call({{"command", "list"}, {"token", "s3cret"}})["ok"] == true);
+  line_client watcher(e.port);
+  REQUIRE(watcher.call({{"command", "watch"}, {"token", "s3cret"}})["ok"] == true);
+  CHECK(quiet.closed_by_peer());  // within auth_timeout (the receive timeout is 5 s)
+  // The idle client is told why, then closed; the watcher (no results at a 1 h interval) stays.
+  idle.set_timeout(5000ms);
+  auto notice = idle.json_line();
+  REQUIRE(notice);
+  CHECK((*notice)["event"] == "closing");
+  CHECK_THAT((*notice)["reason"].get<std::string>(), Catch::Contains("idle"));
+  CHECK(!idle.read_line());
+  CHECK(idle.eof());
+  auto st = watcher.call(req("status"));
+  CHECK(st["clients"]["auth_timeouts"] == 1);
+  CHECK(st["clients"]["idle_closed"] == 1);
+}
+
+TEST_CASE("control: a weak token is refused beyond loopback", "[control]") {
+  CHECK(check_token("sekrit", true));
+  CHECK_THAT(check_token("x", false).error(), Catch::Contains("at least 16 characters"));
+  CHECK_THAT(check_token("                ", true).error(), Catch::Contains("spaces"));
+  CHECK_THAT(check_token("abc\tdefghijklmnopq", false).error(), Catch::Contains("control"));
+  CHECK(check_token("0123456789abcdef", false));
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a"));
+  auto tf = load_task_file(path, plugins());
+  REQUIRE(tf);
+  asio::io_context io;
+  scheduler s(io, tf->tasks, {});
+  task_set ts(s, plugins(), path, "");
+  control_options open;
+  open.listen = {"0.0.0.0", 0};
+  open.token = "x";
+  control_server srv(io, s, ts, plugins(), open);
+  auto r = srv.start();
+  REQUIRE(!r);
+  CHECK_THAT(r.error(), Catch::Contains("at least 16 characters"));
+}
+
+TEST_CASE("control: hostile requests get errors and change nothing", "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a"));
+  test_engine e(path, dir.path() + "/state");
+  line_client c(e.port);
+  auto r = c.call(json::parse(R"({"command":"hello"})"));
+  REQUIRE(r["ok"] == true);
+  c.send_raw(R"({"command":"hello","command":"shutdown"})"
+             "\n");
+  r = c.reply();
+  CHECK(r["ok"] == false);
+  CHECK_THAT(r["error"].get<std::string>(), Catch::Contains("appears twice"));
+  CHECK(!e.shutdown_requested);
+  c.send_raw(std::string(R"({"command":"list"})") + '\0' + R"({"command":"shutdown"})" + "\n");
+  CHECK_THAT(c.reply()["error"].get<std::string>(), Catch::Contains("NUL byte"));
+  c.send_raw(R"({"command":"list","seq":)" + std::string(60000, '[') + "\n");
+  CHECK_THAT(c.reply()["error"].get<std::string>(), Catch::Contains("nested deeper"));
+  CHECK(!e.shutdown_requested);
+  // Stop by name and id together is refused, and stops nothing.
+  REQUIRE(c.call({{"command", "start"}, {"name", "b"}, {"type", "sleep"}, {"target", "x"}})["ok"] ==
+          true);
+  r = c.call({{"command", "stop"}, {"name", "a"}, {"id", 1}});
+  CHECK(r["ok"] == false);
+  auto list = c.call(req("list"));
+  CHECK(find_task(list, "a"));
+  CHECK(find_task(list, "b"));
+  // After the largest addressable id, the next automatic one is the first free one.
+  REQUIRE(c.call({{"command", "start"},
+                  {"name", "top"},
+                  {"type", "sleep"},
+                  {"target", "x"},
+                  {"id", 9007199254740991LL}})["ok"] == true);
+  r = c.call({{"command", "start"}, {"name", "next"}, {"type", "sleep"}, {"target", "x"}});
+  REQUIRE(r["ok"] == true);
+  CHECK(r["id"] == 2);  // 1 is "b"
+  CHECK(c.call({{"command", "stop"}, {"id", r["id"]}})["ok"] == true);
+  // A watcher cannot ask for an unbounded queue.
+  r = c.call({{"command", "watch"}, {"queue", 1000000}});
+  CHECK(r["ok"] == false);
+  CHECK_THAT(r["error"].get<std::string>(), Catch::Contains("from 1 to 100000"));
+}
+
+TEST_CASE("control: changes are written off the loop and acknowledged once on disk", "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a"));
+  std::string state = dir.path() + "/state";
+  std::atomic<int> writes{0};
+  std::atomic<bool> slow{true};
+  state_writer::options wo;
+  wo.retry = 100ms;
+  wo.before_write = [&] {
+    if (slow) std::this_thread::sleep_for(800ms);  // a disk that takes its time
+    ++writes;
+  };
+  {
+    test_engine e(path, state, {}, wo);
+    line_client a(e.port), b(e.port);
+    a.send({{"command", "start"}, {"name", "x"}, {"type", "sleep"}, {"target", "x"}});
+    // While the write is in progress the loop serves others and the task already runs.
+    auto list = b.call(req("list"));
+    CHECK(writes == 0);
+    CHECK(find_task(list, "x"));
+    auto r = a.reply();  // only after the write
+    CHECK(r["ok"] == true);
+    CHECK(!r.contains("warning"));
+    CHECK(writes >= 1);
+    slow = false;
+    // 200 changes from one client: each acknowledged once written, none lost.
+    for (int i = 0; i < 200; ++i)
+      REQUIRE(c_ok(a.call({{"command", "start"},
+                           {"name", "t" + std::to_string(i)},
+                           {"type", "sleep"},
+                           {"target", "x"},
+                           {"interval", "1h"}})));
+    for (int i = 0; i < 200; i += 2)
+      REQUIRE(c_ok(a.call({{"command", "stop"}, {"name", "t" + std::to_string(i)}})));
+    REQUIRE(c_ok(a.call({{"command", "pause"}, {"name", "a"}})));
+    auto st = a.call(req("status"))["state"];
+    CHECK(st["pending"] == 0);
+    CHECK(st["failures"] == 0);
+    CHECK(st["changes"].get<int>() >= 302);
+    // The journal holds the changes (the state file is rewritten only when it grows large).
+    CHECK(std::filesystem::exists(state_journal_path(state_file_path(state))));
+  }
+  {
+    test_engine e(path, state);  // replays the journal, then folds it into the state file
+    line_client c(e.port);
+    auto list = c.call(req("list"));
+    CHECK(find_task(list, "x"));
+    for (int i = 0; i < 200; ++i)
+      CHECK(find_task(list, "t" + std::to_string(i)).has_value() == (i % 2 == 1));
+    CHECK((*find_task(list, "a"))["state"] == "paused");
+  }
+  CHECK(!std::filesystem::exists(state_journal_path(state_file_path(state))));
+}
+
+TEST_CASE("control: a state directory that cannot be written is reported and retried",
+          "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a"));
+  std::string state = dir.path() + "/state";
+  state_writer::options wo;
+  wo.retry = 100ms;
+  {
+    test_engine e(path, state, {}, wo);
+    line_client c(e.port);
+    // The state directory is replaced by a file: every write fails (ENOTDIR), as on a
+    // broken or full disk.
+    std::filesystem::remove_all(state);
+    std::ofstream(state) << "not a directory";
+    auto r = c.call({{"command", "start"}, {"name", "x"}, {"type", "sleep"}, {"target", "x"}});
+    CHECK(r["ok"] == true);                                                         // in effect...
+    CHECK_THAT(r["warning"].get<std::string>(), Catch::Contains("not yet saved"));  // ...not saved
+    auto st = c.call(req("status"))["state"];
+    CHECK(st["failures"].get<int>() >= 1);
+    CHECK(st["error"].is_string());
+    // The disk comes back: the retry writes everything.
+    std::filesystem::remove(state);
+    std::filesystem::create_directory(state);
+    CHECK(eventually([&] { return c.call(req("status"))["state"]["error"].is_null(); }));
+  }
+  test_engine e(path, state);
+  line_client c(e.port);
+  CHECK(find_task(c.call(req("list")), "x"));
 }

@@ -24,13 +24,30 @@
 namespace sonde::engine {
 
 /// How the control server listens and what it tolerates.
+///
+/// A connection is *authenticated* once it sent a request with the right token (or, without a
+/// token, any well-formed request). Until then it is held to `auth_timeout`, and to the
+/// unauthenticated limits: a new connection that would pass them closes the oldest
+/// unauthenticated one instead of being refused, so connections that never speak cannot keep
+/// `sondectl` or an agent out; authenticated clients are never closed to make room.
 struct control_options {
   listen_address listen{"127.0.0.1", 6543};
   std::string token;             ///< required from every client when set
   std::size_t max_line = 65536;  ///< longest request line; longer ones get an error reply
   std::size_t max_clients = 512;
-  std::size_t watch_queue = 1024;  ///< results queued per watcher before they are dropped
-  std::string tls_cert, tls_key;   ///< PEM files: TLS on the control channel when both are set
+  std::size_t max_unauthenticated = 128;  ///< unauthenticated connections at once
+  std::size_t max_per_address = 32;       ///< unauthenticated connections from one address
+  /// From accept to the first authenticated request (TLS handshake included).
+  std::chrono::milliseconds auth_timeout{10000};
+  /// An authenticated client that is not watching and sends nothing this long is closed
+  /// (0: never).
+  std::chrono::milliseconds idle_timeout{600000};
+  std::size_t watch_queue = 1024;        ///< results queued per watcher before they are dropped
+  std::size_t watch_queue_max = 100000;  ///< the largest "queue" a watcher may ask for
+  /// Bytes queued for all clients together (results shared by several watchers count once per
+  /// watcher); past it results are dropped for watchers (counted) instead of queued.
+  std::size_t max_queued_bytes = std::size_t{256} << 20;
+  std::string tls_cert, tls_key;  ///< PEM files: TLS on the control channel when both are set
 };
 
 /// A command's failure: a one-line message and optional details (e.g. every config error).
@@ -57,6 +74,12 @@ class control_client {
   virtual void on_close(std::function<void()> f) = 0;
   /// Accept request lines up to `bytes` on this connection from now on.
   virtual void set_max_line(std::size_t bytes) = 0;
+  /// Hold the reply to the request being handled until `wait` calls the function it is given
+  /// (for commands that answer once their change is on disk). The connection takes no further
+  /// request meanwhile, so replies stay in order. Fields of the object passed to that function
+  /// are added to the reply (e.g. a "warning"). Call at most once per request.
+  using reply_amend = std::function<void(nlohmann::json extra)>;
+  virtual void defer_reply(std::function<void(reply_amend)> wait) = 0;
 };
 
 /// Compare two secrets in time independent of where they differ (and of their lengths).

@@ -135,6 +135,8 @@ class scheduler {
   ~scheduler();
 
   void add_sink(result_sink* s) { sinks_.push_back(s); }
+  /// The io_context the scheduler runs on.
+  asio::io_context& io() const { return io_; }
   void remove_sink(result_sink* s);
   /// Called once in `once` mode when every task has completed.
   void on_idle(std::function<void()> f) { on_idle_ = std::move(f); }

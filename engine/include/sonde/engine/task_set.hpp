@@ -7,7 +7,9 @@
 /// state file. Not thread-safe: use from the io_context's thread, like the scheduler it drives.
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,6 +19,7 @@
 
 #include "control_request.hpp"
 #include "scheduler.hpp"
+#include "state_writer.hpp"
 
 namespace sonde::engine {
 
@@ -35,9 +38,10 @@ class task_set {
   task_set(const task_set&) = delete;
   task_set& operator=(const task_set&) = delete;
 
-  /// Apply the state file: add its tasks, stop and pause what it says. A missing file is
-  /// fine; errors are positioned and nothing is applied. A task in the state file whose name
-  /// the task file now also uses is an error naming both files.
+  /// Apply the state file (and its journal): add its tasks, stop and pause what it says, and
+  /// start the writer thread that persists later changes. A missing file is fine; errors are
+  /// positioned and nothing is applied. Without calling it nothing is persisted. A task in the
+  /// state file whose name the task file now also uses is an error naming both files.
   tl::expected<void, std::vector<config_error>> load_state();
 
   /// Start a task (validated like a task-file entry). Starting a name that exists with the
@@ -59,10 +63,24 @@ class task_set {
   std::size_t paused_count() const { return paused_.size(); }
   const std::string& state_path() const { return state_path_; }
 
+  /// The ticket of the last change made since the previous call (0: none, or no state
+  /// directory). A change is in effect at once and on disk when its ticket is saved.
+  std::uint64_t take_ticket();
+  /// Run `f` on the loop when `ticket` is on disk: "" or the reason it is not yet (state_writer).
+  void when_saved(std::uint64_t ticket, std::function<void(const std::string& error)> f);
+  /// The persistence counters (null without a state directory).
+  nlohmann::json state_stats() const;
+  /// Block until every change so far was written (shutdown, tests).
+  void flush_state();
+  /// Tests: options for the writer made by load_state (e.g. a slow disk).
+  void set_writer_options(state_writer::options o) { writer_opts_ = std::move(o); }
+
  private:
   tl::expected<std::vector<std::string>, task_set_error> resolve(const task_selector& sel) const;
-  std::string save();  // "" or a warning
-  nlohmann::json with_save(nlohmann::json reply);
+  state_record record_of(const std::string& name) const;
+  state_records all_records() const;
+  // Hand the changed names' records to the writer; returns `reply`.
+  nlohmann::json persist(nlohmann::json reply, const std::vector<std::string>& names);
   tl::expected<task_spec, task_set_error> validate(const nlohmann::json& fields) const;
 
   scheduler& sched_;
@@ -73,6 +91,9 @@ class task_set {
   std::map<std::int64_t, std::string> by_id_;
   std::vector<std::string> stopped_;  // task-file tasks stopped over the channel
   std::set<std::string> paused_;
+  state_writer::options writer_opts_;
+  std::unique_ptr<state_writer> writer_;  // off-loop persistence (none without a state dir)
+  std::uint64_t ticket_ = 0;
 };
 
 }  // namespace sonde::engine
