@@ -160,8 +160,58 @@ TOML
   expect_rc "plain TCP to a TLS engine gets no reply" 2 "$CTL" --connect "127.0.0.1:$port" --timeout 1s status
   expect_rc "TLS shutdown" 0 "$CTL" --connect "127.0.0.1:$port" --tls --insecure shutdown
   wait $engine_pid
+
+  # A TLS client that finishes the handshake and then says nothing is closed after auth_timeout;
+  # with every slot held by an authenticated client, a newcomer is told so over TLS.
+  cat >"$work/tls1.toml" <<TOML
+[control]
+listen = "127.0.0.1:0"
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+max_clients = 1
+auth_timeout = "1s"
+[[task]]
+name = "web"
+type = "tcp"
+target = "127.0.0.1:$open"
+interval = "200ms"
+TOML
+  start_engine e7 "$work/tls1.toml" --state-dir "$work/st7" || exit 1
+  closed_after=$(python3 - "$port" <<'PY'
+import socket, ssl, sys, time
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+t0 = time.monotonic()
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+s.settimeout(8)
+try:
+    s.recv(100)  # says nothing; waits for the engine to close
+except OSError:
+    pass
+print(int((time.monotonic() - t0) * 1000))
+PY
+)
+  [[ -n $closed_after && $closed_after -lt 4000 ]] && ok "silent TLS client closed after auth_timeout (${closed_after} ms)" ||
+    bad "silent TLS client not closed by auth_timeout (${closed_after:-?} ms)"
+  "$CTL" --connect "127.0.0.1:$port" --tls --insecure watch --json >"$work/w7.out" 2>&1 &
+  watcher=$!
+  pids+=($watcher)
+  for _ in $(seq 50); do grep -q . "$work/w7.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 0.3
+  expect_rc "a second TLS client is refused" 1 "$CTL" --connect "127.0.0.1:$port" --tls --insecure --timeout 3s status
+  contains "refusal said over TLS" "too many clients \\(1\\)"
+  kill $watcher 2>/dev/null
+  wait $watcher 2>/dev/null
+  # The watcher's slot frees once a result to it fails (a closed watcher may only have
+  # half-closed, so its end of stream alone does not end it).
+  for _ in $(seq 30); do
+    "$CTL" --connect "127.0.0.1:$port" --tls --insecure --timeout 2s status >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  expect_rc "TLS shutdown (2)" 0 "$CTL" --connect "127.0.0.1:$port" --tls --insecure shutdown
+  wait $engine_pid
 else
-  echo "skip: TLS (no openssl command)"
+  bad "openssl is missing: apt-get install openssl (./dev deps installs it)"
 fi
 
 echo "sondectl: $passes passed, $fails failed"
