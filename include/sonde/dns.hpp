@@ -371,6 +371,8 @@ class dns_probe {
   }
 
   static std::optional<probe_error> socket_error(const asio::error_code& ec, const char* what) {
+    if (auto e = detail::local_exhaustion(ec, std::string("opening a ") + what + " socket"))
+      return e;
     if (ec == asio::error::address_family_not_supported)
       return probe_error{probe_errc::unsupported, "",
                          std::string("cannot open a ") + what + " socket: " + ec.message()};

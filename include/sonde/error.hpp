@@ -6,8 +6,12 @@
 /// `observation` with a `reason`. A `probe_error` means the probe itself could not run: its
 /// options are wrong, it lacks a permission, or the system cannot do what it asks.
 
+#include <cerrno>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace sonde {
 
@@ -50,6 +54,42 @@ struct probe_error {
   std::string key;
   std::string message;
 };
+
+/// Whether `err`, an errno value from creating or connecting a socket, means that the monitor
+/// itself ran out of something: descriptors (EMFILE for the process, ENFILE for the system) or
+/// kernel memory for sockets (ENOBUFS, ENOMEM). Such a failure says nothing about the target.
+constexpr bool is_local_exhaustion(int err) noexcept {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/// The probe_error every checker reports when the monitor ran out of descriptors or socket
+/// memory while `doing` ("opening a TCP socket"): code `resource`, so the result is UNKNOWN and
+/// never a CRITICAL blamed on the target. nullopt when `err` is not such a failure.
+/// Thread-safe.
+inline std::optional<probe_error> local_exhaustion_error(int err, std::string_view doing) {
+  if (!is_local_exhaustion(err)) return std::nullopt;
+  const bool fds = err == EMFILE || err == ENFILE;
+  std::string m =
+      fds ? "the engine ran out of file descriptors" : "the engine ran out of memory for sockets";
+  m += " (";
+  m += err == EMFILE ? "EMFILE" : err == ENFILE ? "ENFILE" : err == ENOBUFS ? "ENOBUFS" : "ENOMEM";
+  m += ": ";
+  char buf[128];
+  // GNU strerror_r returns the text (possibly not in buf); the XSI one returns an int.
+  auto text = [&](auto r) -> const char* {
+    if constexpr (std::is_same_v<decltype(r), int>)
+      return r == 0 ? buf : "error";
+    else
+      return r;
+  };
+  m += text(strerror_r(err, buf, sizeof buf));
+  m += ") while ";
+  m += doing;
+  m += fds ? ": raise its open-file limit (ulimit -n, systemd LimitNOFILE=) or lower "
+             "max_in_flight"
+           : ": lower max_in_flight or check the system's socket memory";
+  return probe_error{probe_errc::resource, "", std::move(m)};
+}
 
 /// Convenience constructor for an invalid-option error.
 inline probe_error option_error(std::string key, std::string message) {

@@ -25,11 +25,12 @@
 #include <cerrno>
 #include <cstdint>
 #include <memory>
-#include <regex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include <re2/re2.h>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -41,6 +42,28 @@
 #include "version.hpp"
 
 namespace sonde {
+
+/// Limits of the HTTP checkers, all documented in docs/probes/http.md.
+struct http_limits {
+  /// Largest `max_body` accepted (64 MiB). A probe keeps at most this many body bytes in
+  /// memory; blackbox_exporter and check_curl likewise read whole bodies only for body checks.
+  static constexpr std::int64_t max_body = std::int64_t{64} << 20;
+  /// Body bytes `body_regex` searches: the first 1 MiB (the default `max_body`). RE2 runs in
+  /// time linear in these bytes, on the engine's thread: about 2-3 ms per MiB for ordinary
+  /// patterns, up to ~0.3 s per MiB for one whose DFA overflows RE2's cache (measured).
+  static constexpr std::size_t regex_window = std::size_t{1} << 20;
+  /// RE2's memory budget for one compiled `body_regex` (program and lazily built DFA cache;
+  /// RE2's own default). A pattern too large for it is refused when the task loads.
+  static constexpr std::int64_t regex_memory = std::int64_t{8} << 20;
+  /// Most RE2 program instructions in a `body_regex`: the linear factor's constant is the
+  /// program size when RE2 falls back from its DFA, so `.{1000}x` (8,005 instructions) could
+  /// cost 20 s per MiB. `\pL+` is 1,198; `.{600}` is 4,805.
+  static constexpr int regex_program_size = 5000;
+  /// Most bytes of one response's header block (status line and header lines). libcurl 7.88
+  /// refuses a single header line above 100 KiB (as "Out of memory"); this limit, the same
+  /// 100 KiB for the whole block, is enforced here and reported as a protocol failure.
+  static constexpr std::size_t header_bytes = std::size_t{100} << 10;
+};
 
 namespace detail {
 
@@ -57,8 +80,9 @@ struct http_url {
 /// Parse `text` as an http(s) URL. Without "scheme://", `default_tls` picks the scheme.
 /// Errors are sentences quoting the input. Pure function, thread-safe.
 inline tl::expected<http_url, std::string> parse_http_url(std::string_view text, bool default_tls) {
+  // The URL is echoed shortened so that the reason survives any message size limit.
   auto fail = [&](std::string why) -> tl::unexpected<std::string> {
-    return tl::unexpected("invalid URL \"" + std::string(text) + "\": " + why);
+    return tl::unexpected("invalid URL " + quote_input(text) + ": " + why);
   };
   if (text.empty()) return fail("empty");
   if (text.find_first_of(" \t\r\n") != std::string_view::npos) return fail("contains a space");
@@ -72,7 +96,7 @@ inline tl::expected<http_url, std::string> parse_http_url(std::string_view text,
     else if (scheme == "https")
       u.tls = true;
     else
-      return fail("scheme \"" + scheme + "\" is not http or https");
+      return fail("scheme " + quote_input(scheme) + " is not http or https");
     rest = rest.substr(p + 3);
   } else {
     u.tls = default_tls;
@@ -87,7 +111,7 @@ inline tl::expected<http_url, std::string> parse_http_url(std::string_view text,
     auto close = authority.find(']');
     if (close == std::string_view::npos) return fail("missing ']' after IPv6 address");
     u.host = std::string(authority.substr(1, close - 1));
-    if (!is_ipv6_literal(u.host)) return fail("\"" + u.host + "\" is not an IPv6 address");
+    if (!is_ipv6_literal(u.host)) return fail(quote_input(u.host) + " is not an IPv6 address");
     u.host_is_v6 = true;
     auto after = authority.substr(close + 1);
     if (!after.empty()) {
@@ -105,15 +129,14 @@ inline tl::expected<http_url, std::string> parse_http_url(std::string_view text,
     if (u.host.empty()) return fail("missing host");
     if (!is_ipv4_literal(u.host)) {
       if (u.host.find_first_not_of("0123456789.") == std::string::npos)
-        return fail("\"" + u.host + "\" is not a valid IPv4 address");
+        return fail(quote_input(u.host) + " is not a valid IPv4 address");
       if (auto why = check_host_name(u.host); !why.empty()) return fail(why);
     }
   }
   if (!port_text.empty()) {
     unsigned long p = 0;
     for (char c : port_text) {
-      if (c < '0' || c > '9')
-        return fail("port \"" + std::string(port_text) + "\" is not a number");
+      if (c < '0' || c > '9') return fail("port " + quote_input(port_text) + " is not a number");
       p = p * 10 + static_cast<unsigned long>(c - '0');
       if (p > 65535) break;
     }
@@ -229,26 +252,106 @@ inline reason classify_curl(CURLcode rc, long os_errno) {
 
 /// Per-run state the curl callbacks write to; lives in the run coroutine's frame.
 struct http_run_state {
-  std::string* body = nullptr;  ///< kept bytes (only when a body check needs them)
-  std::size_t bytes = 0;        ///< body bytes received (at most `limit`)
-  std::size_t limit = 0;
+  /// Kept body bytes (only when a body check needs them; at most `keep` of them). A vector, not
+  /// a string: std::string::reserve rounds up to twice the old capacity, a vector's is exact.
+  std::vector<char>* body = nullptr;
+  std::size_t bytes = 0;  ///< body bytes received (at most `limit`)
+  std::size_t limit = 0;  ///< max_body
+  std::size_t keep = 0;   ///< most bytes kept in `body` (<= limit)
   bool overflow = false;  ///< the body went past `limit`: the transfer was stopped
+  // Response header accounting (per response: a redirect or 1xx starts again).
+  std::size_t header_bytes = 0;  ///< bytes of the current response's header block
+  std::size_t header_limit = http_limits::header_bytes;
+  std::int64_t content_length = -1;  ///< from the last response's Content-Length, -1: none
+  bool header_overflow = false;      ///< header block went past header_limit: stopped
+  bool headers_complete = false;     ///< the current response's header block has ended
+  int socket_errno = 0;              ///< errno of a failed socket() in curl's transfer
   bool have_expiry = false;
   double cert_expiry = 0;
   int verify_error = 0;  ///< first X509 verification error seen, 0 if none
 };
 
+/// Make room for `n` more kept bytes without growing past what is needed: the whole
+/// Content-Length (bounded by `keep`) at once when it is known, otherwise by half the current
+/// size (at least 16 KiB), never beyond `keep`. Peak memory stays below 2.5 x `keep` even while
+/// the vector moves, instead of doubling into a buffer twice the limit.
+inline void http_reserve(http_run_state& s, std::size_t n) {
+  auto& b = *s.body;
+  const std::size_t need = b.size() + n;
+  if (need <= b.capacity()) return;
+  std::size_t want = 0;
+  if (s.content_length > 0 && static_cast<std::uint64_t>(s.content_length) >= need)
+    want = static_cast<std::size_t>(s.content_length);
+  else
+    want = b.capacity() < (std::size_t{16} << 10) ? std::size_t{16} << 10
+                                                  : b.capacity() + b.capacity() / 2;
+  if (want > s.keep) want = s.keep;
+  if (want < need) want = need;
+  b.reserve(want);
+}
+
 inline std::size_t http_on_write(char* p, std::size_t, std::size_t n, void* ud) {
   auto& s = *static_cast<http_run_state*>(ud);
   std::size_t room = s.limit - s.bytes;
   std::size_t take = n < room ? n : room;
-  if (s.body) s.body->append(p, take);
+  if (s.body && s.body->size() < s.keep) {
+    const std::size_t kept = std::min(take, s.keep - s.body->size());
+    http_reserve(s, kept);
+    s.body->insert(s.body->end(), p, p + kept);
+  }
   s.bytes += take;
   if (take < n) {
     s.overflow = true;
     return 0;  // CURLE_WRITE_ERROR: stop the transfer
   }
   return n;
+}
+
+/// Header callback: counts the bytes of each response's header block against `header_limit`
+/// (stopping the transfer past it) and reads Content-Length for http_reserve.
+inline std::size_t http_on_header(char* p, std::size_t, std::size_t n, void* ud) {
+  auto& s = *static_cast<http_run_state*>(ud);
+  const std::string_view line(p, n);
+  if (line.starts_with("HTTP/")) {  // a new response (redirect, 1xx, HTTP/2 pseudo line)
+    s.header_bytes = 0;
+    s.content_length = -1;
+    s.headers_complete = false;
+  }
+  s.header_bytes += n;
+  if (s.header_bytes > s.header_limit) {
+    s.header_overflow = true;
+    return 0;  // CURLE_WRITE_ERROR: stop the transfer
+  }
+  if (line == "\r\n" || line == "\n") {
+    s.headers_complete = true;
+    return n;
+  }
+  constexpr std::string_view name = "content-length:";
+  if (line.size() > name.size()) {
+    bool match = true;
+    for (std::size_t i = 0; i < name.size() && match; ++i) {
+      char c = line[i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+      match = c == name[i];
+    }
+    if (match) {
+      std::int64_t v = 0;
+      std::size_t i = name.size(), digits = 0;
+      while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+      for (; i < line.size() && line[i] >= '0' && line[i] <= '9' && digits < 18; ++i, ++digits)
+        v = v * 10 + (line[i] - '0');
+      s.content_length = digits > 0 ? v : -1;
+    }
+  }
+  return n;
+}
+
+/// curl's socket(), recording errno: a transfer that fails to connect because the monitor ran
+/// out of descriptors is the monitor's failure (see local_exhaustion_error), not the target's.
+inline curl_socket_t http_on_open_socket(void* ud, curlsocktype, curl_sockaddr* a) {
+  const curl_socket_t fd = ::socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd == CURL_SOCKET_BAD) static_cast<http_run_state*>(ud)->socket_errno = errno;
+  return fd;
 }
 
 inline int http_ex_index() {
@@ -322,7 +425,7 @@ class basic_http_probe {
     std::string body;                                   ///< request body
     std::vector<std::string> expect_status{"200-399"};  ///< accepted codes / ranges / classes
     std::string body_contains;                          ///< the body must contain this
-    std::string body_regex;                             ///< the body must match (ECMAScript)
+    std::string body_regex;                             ///< the body must match (RE2 syntax)
     std::int64_t follow_redirects = 5;                  ///< most redirects followed; 0: none
     bool tls_verify = true;                             ///< verify certificate chain and name
     std::string ca_file;                                ///< PEM CA bundle instead of the system's
@@ -332,7 +435,7 @@ class basic_http_probe {
     std::string username;                               ///< basic auth user
     std::string password;                               ///< basic auth password
     std::string bearer_token;                           ///< "Authorization: Bearer <token>"
-    std::int64_t max_body = 1 << 20;                    ///< most body bytes read
+    std::int64_t max_body = 1 << 20;                    ///< most body bytes read (<= 64 MiB)
   };
 
   static constexpr option_spec option_table[] = {
@@ -343,7 +446,8 @@ class basic_http_probe {
        "Accepted status codes: codes, ranges (\"200-299\") or classes (\"2xx\")"},
       {"body_contains", option_type::string, "", "Substring the response body must contain"},
       {"body_regex", option_type::string, "",
-       "Regular expression (ECMAScript) the response body must match"},
+       "Regular expression (RE2 syntax: no backreferences or lookaround) searched in the first "
+       "1 MiB of the response body"},
       {"follow_redirects", option_type::integer, "5",
        "Most redirects to follow; 0 judges the redirect response itself"},
       {"tls_verify", option_type::boolean, "true",
@@ -361,7 +465,8 @@ class basic_http_probe {
       {"password", option_type::string, "", "Password for HTTP basic authentication"},
       {"bearer_token", option_type::string, "", "Token sent as \"Authorization: Bearer ...\""},
       {"max_body", option_type::integer, "1048576",
-       "Most response body bytes to read; a longer body stops the transfer (reason mismatch)"},
+       "Most response body bytes to read (at most 67108864); a longer body stops the transfer "
+       "(reason mismatch)"},
   };
   static constexpr metric_spec metric_table[] = {
       {"latency", "s", "Whole run: resolution, connection, TLS, request and response"},
@@ -411,22 +516,42 @@ class basic_http_probe {
     if (!ranges) return tl::unexpected(option_error("expect_status", ranges.error()));
     p.ranges_ = std::move(*ranges);
     if (!o.body_regex.empty()) {
-      try {
-        p.regex_ = std::make_shared<const std::regex>(o.body_regex, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        return tl::unexpected(option_error(
-            "body_regex",
-            "body_regex \"" + o.body_regex + "\" is not a valid regular expression: " + e.what()));
+      // RE2: linear time in the input, no recursion (std::regex overflowed the stack on a
+      // 300 KB body and backtracked exponentially).
+      RE2::Options ro;
+      ro.set_log_errors(false);
+      ro.set_max_mem(http_limits::regex_memory);
+      auto re = std::make_shared<const RE2>(o.body_regex, ro);
+      if (!re->ok()) {
+        // RE2's text ends with the offending piece, which may be the whole (long) pattern.
+        std::string why = re->error();
+        const std::string& arg = re->error_arg();
+        if (arg.size() > 64 && why.ends_with(arg))
+          why = why.substr(0, why.size() - arg.size()) + detail::quote_input(arg);
+        return tl::unexpected(option_error("body_regex", "body_regex " +
+                                                             detail::quote_input(o.body_regex) +
+                                                             " is not a valid RE2 regular "
+                                                             "expression: " +
+                                                             why));
       }
+      if (re->ProgramSize() > http_limits::regex_program_size)
+        return tl::unexpected(option_error(
+            "body_regex", "body_regex " + detail::quote_input(o.body_regex) + " is too complex: " +
+                              std::to_string(re->ProgramSize()) + " RE2 instructions, at most " +
+                              std::to_string(http_limits::regex_program_size) +
+                              " (use smaller repetition counts)"));
+      p.regex_ = std::move(re);
     }
     if ((o.follow_redirects < 0) || (o.follow_redirects > 50))
       return tl::unexpected(option_error("follow_redirects", "follow_redirects must be 0 to 50"));
     if (o.http_version != "1.1" && o.http_version != "2" && o.http_version != "auto")
+      return tl::unexpected(
+          option_error("http_version", "http_version must be \"1.1\", \"2\" or \"auto\", not " +
+                                           detail::quote_input(o.http_version)));
+    if ((o.max_body < 0) || (o.max_body > http_limits::max_body))
       return tl::unexpected(option_error(
-          "http_version",
-          "http_version must be \"1.1\", \"2\" or \"auto\", not \"" + o.http_version + "\""));
-    if ((o.max_body < 0) || (o.max_body > (std::int64_t{1} << 30)))
-      return tl::unexpected(option_error("max_body", "max_body must be 0 to 1073741824"));
+          "max_body", "max_body must be 0 to " + std::to_string(http_limits::max_body) +
+                          " (64 MiB), not " + std::to_string(o.max_body)));
     if (!o.server_name.empty()) {
       std::string why =
           detail::is_ipv4_literal(o.server_name) || detail::is_ipv6_literal(o.server_name)
@@ -435,7 +560,8 @@ class basic_http_probe {
       if (!why.empty()) return tl::unexpected(option_error("server_name", "server_name: " + why));
     }
     if (!o.ca_file.empty() && ::access(o.ca_file.c_str(), R_OK) != 0)
-      return tl::unexpected(option_error("ca_file", "cannot read CA file \"" + o.ca_file + "\""));
+      return tl::unexpected(
+          option_error("ca_file", "cannot read CA file " + detail::quote_input(o.ca_file)));
     if (!o.bearer_token.empty() && !o.username.empty())
       return tl::unexpected(option_error(
           "bearer_token", "give either 'bearer_token' or 'username'/'password', not both"));
@@ -519,10 +645,15 @@ class basic_http_probe {
     std::string effective = (url.tls ? "https://" : "http://") + detail::bracketed(name) + ":" +
                             std::to_string(url.port) + url.rest;
 
-    std::string body;
+    std::vector<char> body;
     detail::http_run_state st;
     st.limit = static_cast<std::size_t>(opts_.max_body);
-    if (!opts_.body_contains.empty() || regex_) st.body = &body;
+    // body_contains searches the whole body (up to max_body), body_regex its first window.
+    if (!opts_.body_contains.empty())
+      st.keep = st.limit;
+    else if (regex_)
+      st.keep = std::min(st.limit, http_limits::regex_window);
+    if (st.keep > 0) st.body = &body;
     char errbuf[CURL_ERROR_SIZE];
     errbuf[0] = '\0';
     curl_slist connect_node{connect_to.data(), nullptr};
@@ -557,6 +688,10 @@ class basic_http_probe {
       (void)co_await wake.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
     dog.disarm();
     obs.latency = clock::now() - t0;
+    if (tr.done && tr.result == CURLE_COULDNT_CONNECT)
+      if (auto e = sonde::local_exhaustion_error(st.socket_errno,
+                                                 "opening a TCP socket for " + effective))
+        co_return tl::unexpected(std::move(*e));
     report(tr, st, obs, errbuf, dog.fired() && !tr.done, resolve_time);
     if (obs.why == reason::none && !tr.done) obs.fail(reason::timeout, "timed out");
     if (obs.why == reason::none) judge(obs, body, st);
@@ -581,6 +716,10 @@ class basic_http_probe {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &detail::http_on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &st);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &detail::http_on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &st);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &detail::http_on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &st);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "sonde/" SONDE_VERSION_STRING);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -678,6 +817,15 @@ class basic_http_probe {
                                      " bytes");
       return;
     }
+    // Our own limit, or libcurl's (a single header line above 100 KiB fails inside curl with
+    // CURLE_OUT_OF_MEMORY before our callback sees it): both are the server's oversized
+    // header, not a lack of memory on the monitor.
+    if (st.header_overflow || (tr.result == CURLE_OUT_OF_MEMORY && !st.headers_complete &&
+                               connect_us > 0 && st.bytes == 0)) {
+      obs.fail(reason::protocol,
+               "response header too large (limit " + std::to_string(st.header_limit) + " bytes)");
+      return;
+    }
     std::string why = errbuf[0] ? errbuf : curl_easy_strerror(tr.result);
     if (tr.result == CURLE_PEER_FAILED_VERIFICATION && st.verify_error != 0 &&
         why.find(X509_verify_cert_error_string(st.verify_error)) == std::string::npos)
@@ -686,7 +834,9 @@ class basic_http_probe {
   }
 
   /// Status and body checks on a completed transfer.
-  void judge(observation& obs, const std::string& body, const detail::http_run_state& st) const {
+  void judge(observation& obs, const std::vector<char>& kept,
+             const detail::http_run_state& st) const {
+    const std::string_view body(kept.data(), kept.size());
     const int code = static_cast<int>(obs.get("status_code").value_or(0));
     bool status_ok = false;
     for (const auto& r : ranges_) status_ok = status_ok || (code >= r.lo && code <= r.hi);
@@ -698,13 +848,15 @@ class basic_http_probe {
       return;
     }
     if (st.body) {
-      if (!opts_.body_contains.empty() && body.find(opts_.body_contains) == std::string::npos) {
+      if (!opts_.body_contains.empty() && body.find(opts_.body_contains) == body.npos) {
         obs.fail(reason::mismatch, status + ": body does not contain \"" +
                                        detail::excerpt(opts_.body_contains) + "\"; got \"" +
                                        detail::excerpt(body) + "\"");
         return;
       }
-      if (regex_ && !std::regex_search(body, *regex_)) {
+      // The regex sees the first regex_window bytes (body_contains may have kept more).
+      const auto window = body.substr(0, http_limits::regex_window);
+      if (regex_ && !RE2::PartialMatch(re2::StringPiece(window.data(), window.size()), *regex_)) {
         obs.fail(reason::mismatch, status + ": body does not match /" +
                                        detail::excerpt(opts_.body_regex) + "/; got \"" +
                                        detail::excerpt(body) + "\"");
@@ -716,7 +868,7 @@ class basic_http_probe {
 
   options opts_;
   std::vector<detail::status_range> ranges_;
-  std::shared_ptr<const std::regex> regex_;
+  std::shared_ptr<const RE2> regex_;
   std::shared_ptr<curl_slist> headers_;
 };
 
@@ -732,9 +884,9 @@ tl::expected<target, probe_error> parse_http_target(std::string_view text) {
   auto u = parse_http_url(text, Secure);
   if (!u) return tl::unexpected(probe_error{probe_errc::invalid_target, "target", u.error()});
   if (Secure && !u->tls)
-    return tl::unexpected(probe_error{
-        probe_errc::invalid_target, "target",
-        "invalid URL \"" + std::string(text) + "\": an https probe needs an https:// URL"});
+    return tl::unexpected(
+        probe_error{probe_errc::invalid_target, "target",
+                    "invalid URL " + quote_input(text) + ": an https probe needs an https:// URL"});
   target t;
   t.host = (u->tls ? "https://" : "http://") + bracketed(u->host) + ":" + std::to_string(u->port) +
            u->rest;

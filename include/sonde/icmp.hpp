@@ -215,7 +215,7 @@ class icmp_channel {
     int fd = ::socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
     const int dgram_err = fd < 0 ? errno : 0;
     int raw_err = 0;
-    if (fd < 0 && dgram_err != EAFNOSUPPORT && dgram_err != EMFILE && dgram_err != ENFILE) {
+    if (fd < 0 && dgram_err != EAFNOSUPPORT && !is_local_exhaustion(dgram_err)) {
       mode = icmp_socket_mode::raw;
       fd = ::socket(family_, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
       raw_err = fd < 0 ? errno : 0;
@@ -783,9 +783,8 @@ class icmp_channel {
                   (family_ == AF_INET6 ? "IPv6 is not available on this system"
                                        : "IPv4 is not available on this system")};
     const int res = raw_err ? raw_err : dgram_err;
-    if (res == EMFILE || res == ENFILE || res == ENOBUFS || res == ENOMEM)
-      return {probe_errc::resource, "",
-              std::string("cannot open an ") + fam + " socket: " + errno_text(res)};
+    if (auto x = local_exhaustion_error(res, std::string("opening an ") + fam + " socket"))
+      return std::move(*x);
     if ((is_perm(dgram_err) || dgram_err == EPROTONOSUPPORT || dgram_err == ESOCKTNOSUPPORT) &&
         is_perm(raw_err))
       return {probe_errc::permission_denied, "", permission_message(fam)};
@@ -1244,6 +1243,9 @@ class icmp_probe {
                                         std::to_string(run.error_code) + ")");
     } else if (run.local_failures > 0) {
       const int e = run.local_errno;
+      // The monitor's own shortage (send queue or socket memory): not the target's fault.
+      if (auto x = local_exhaustion_error(e, "sending ICMP echo requests to " + addr_text))
+        co_return tl::unexpected(std::move(*x));
       const bool unreachable = e == ENETUNREACH || e == EHOSTUNREACH || e == ENETDOWN ||
                                e == EHOSTDOWN || e == EADDRNOTAVAIL;
       obs.fail(

@@ -18,6 +18,8 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -32,11 +34,41 @@
 namespace sonde {
 namespace detail {
 
+/// Copy `text` into a fixed C buffer. A text too long keeps its beginning and its end (where
+/// the reason usually is) around " ... ": a cut at the end alone would lose why.
+template <std::size_t N>
+void copy_bounded(char (&out)[N], const std::string& text) {
+  static_assert(N > 64);
+  if (text.size() < N) {
+    std::memcpy(out, text.c_str(), text.size() + 1);
+    return;
+  }
+  constexpr std::string_view gap = " ... ";
+  constexpr std::size_t head = (N - 1 - gap.size()) / 3;
+  constexpr std::size_t tail = N - 1 - gap.size() - head;
+  std::memcpy(out, text.data(), head);
+  std::memcpy(out + head, gap.data(), gap.size());
+  std::memcpy(out + head + gap.size(), text.data() + text.size() - tail, tail);
+  out[N - 1] = '\0';
+}
+
 inline void fill_error(sonde_error* out, const probe_error& e) {
   if (!out) return;
   out->code = static_cast<int32_t>(e.code);
   std::snprintf(out->key, sizeof out->key, "%s", e.key.c_str());
-  std::snprintf(out->message, sizeof out->message, "%s", e.message.c_str());
+  copy_bounded(out->message, e.message);
+}
+
+/// The probe_error for an exception that escaped a probe: a system_error saying that the
+/// engine ran out of descriptors or memory (ASIO throws one when, say, its reactor cannot
+/// register a socket) is `resource` with the shared wording; anything else is `internal`.
+inline probe_error exception_error(const std::exception& e) {
+  if (auto* se = dynamic_cast<const std::system_error*>(&e);
+      se && se->code().category() == std::system_category())
+    if (auto x = local_exhaustion_error(se->code().value(),
+                                        std::string("running a probe (") + se->what() + ")"))
+      return std::move(*x);
+  return probe_error{probe_errc::internal, "", std::string("exception: ") + e.what()};
 }
 
 /// Convert a C option value back into a typed option_value.
@@ -163,7 +195,7 @@ struct probe_adapter {
         return 0;
       }
     } catch (const std::exception& e) {
-      fill_error(err, probe_error{probe_errc::internal, "", e.what()});
+      fill_error(err, exception_error(e));
     } catch (...) {
       fill_error(err, probe_error{probe_errc::internal, "", "unknown exception"});
     }
@@ -176,8 +208,7 @@ struct probe_adapter {
     try {
       r.emplace(co_await inst->probe.run(inst->where, dl));
     } catch (const std::exception& e) {
-      r.emplace(tl::unexpected(
-          probe_error{probe_errc::internal, "", std::string("exception: ") + e.what()}));
+      r.emplace(tl::unexpected(exception_error(e)));
     } catch (...) {
       r.emplace(tl::unexpected(probe_error{probe_errc::internal, "", "unknown exception"}));
     }
@@ -192,7 +223,9 @@ struct probe_adapter {
           std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(deadline_ns))};
       asio::co_spawn(ctx, run_one(static_cast<instance*>(inst), dl, done, user), asio::detached);
     } catch (const std::exception& e) {
-      deliver(tl::unexpected(probe_error{probe_errc::resource, "", e.what()}), done, user);
+      auto pe = exception_error(e);
+      if (pe.code == probe_errc::internal) pe = probe_error{probe_errc::resource, "", e.what()};
+      deliver(tl::unexpected(std::move(pe)), done, user);
     }
   }
 

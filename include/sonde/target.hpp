@@ -66,6 +66,32 @@ inline bool is_ipv6_literal(const std::string& s) {
   unsigned char buf[16];
   return inet_pton(AF_INET6, addr.c_str(), buf) == 1;
 }
+/// `text` in double quotes for an error message: non-printable bytes escaped, and shortened to
+/// `max` characters plus its length when longer, so that a huge input cannot push the reason
+/// that follows it out of a bounded message ("...\" (10000 characters)"). Pure function.
+inline std::string quote_input(std::string_view text, std::size_t max = 64) {
+  std::string out = "\"";
+  std::size_t shown = 0;
+  for (unsigned char c : text) {
+    if (shown == max) break;
+    ++shown;
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      static constexpr char digits[] = "0123456789abcdef";
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (shown < text.size()) out += "...";
+  out += '"';
+  if (shown < text.size()) out += " (" + std::to_string(text.size()) + " characters)";
+  return out;
+}
 /// RFC 1123 host name check (underscores allowed, as in SRV-style names).
 inline std::string check_host_name(std::string_view h) {
   if (h.size() > 253) return "host name longer than 253 characters";
@@ -79,7 +105,15 @@ inline std::string check_host_name(std::string_view h) {
     }
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-' || c == '_';
-    if (!ok) return std::string("character '") + c + "' is not allowed in a host name";
+    if (!ok) {
+      const auto u = static_cast<unsigned char>(c);
+      std::string shown(1, c);
+      if (u < 0x20 || u >= 0x7f) {
+        static constexpr char digits[] = "0123456789abcdef";
+        shown = std::string("\\x") + digits[u >> 4] + digits[u & 15];
+      }
+      return "character '" + shown + "' is not allowed in a host name";
+    }
     if (++label > 63) return "label longer than 63 characters in host name";
   }
   return {};
@@ -87,11 +121,12 @@ inline std::string check_host_name(std::string_view h) {
 }  // namespace detail
 
 /// Parse `text` as a target. With port_rule::optional, `default_port` fills a missing port.
-/// Errors are sentences that quote the input. Thread-safe (pure function).
+/// Errors are sentences that quote the input (shortened by detail::quote_input: the reason is
+/// never lost behind a long target). Thread-safe (pure function).
 inline tl::expected<target, std::string> parse_target(std::string_view text, port_rule rule,
                                                       std::uint16_t default_port = 0) {
   auto fail = [&](std::string why) -> tl::unexpected<std::string> {
-    return tl::unexpected("invalid target \"" + std::string(text) + "\": " + why);
+    return tl::unexpected("invalid target " + detail::quote_input(text) + ": " + why);
   };
   if (text.empty()) return fail("empty");
   // One pass: reject spaces and '/', count the colons (a target is parsed for every task of a
@@ -118,7 +153,8 @@ inline tl::expected<target, std::string> parse_target(std::string_view text, por
       has_port = true;
     }
     t.host = std::string(host_part);
-    if (!detail::is_ipv6_literal(t.host)) return fail("\"" + t.host + "\" is not an IPv6 address");
+    if (!detail::is_ipv6_literal(t.host))
+      return fail(detail::quote_input(t.host) + " is not an IPv6 address");
     t.kind = host_kind::ipv6;
   } else {
     if (colons > 1) {  // bare IPv6 literal, no port possible
@@ -138,7 +174,7 @@ inline tl::expected<target, std::string> parse_target(std::string_view text, por
         t.kind = host_kind::ipv4;
       } else {
         bool all_numeric = t.host.find_first_not_of("0123456789.") == std::string::npos;
-        if (all_numeric) return fail("\"" + t.host + "\" is not a valid IPv4 address");
+        if (all_numeric) return fail(detail::quote_input(t.host) + " is not a valid IPv4 address");
         if (auto why = detail::check_host_name(t.host); !why.empty()) return fail(why);
         t.kind = host_kind::name;
       }
@@ -150,7 +186,7 @@ inline tl::expected<target, std::string> parse_target(std::string_view text, por
     unsigned long p = 0;
     for (char c : port_part) {
       if (c < '0' || c > '9')
-        return fail("port \"" + std::string(port_part) + "\" is not a number");
+        return fail("port " + detail::quote_input(port_part) + " is not a number");
       p = p * 10 + static_cast<unsigned long>(c - '0');
       if (p > 65535) break;
     }

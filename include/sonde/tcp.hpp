@@ -178,6 +178,8 @@ class tcp_probe {
         connected_to = ep;
         break;
       }
+      if (auto e = detail::local_exhaustion(ec, "opening a TCP socket"))
+        co_return tl::unexpected(*e);
       if (dog.fired()) break;
     }
     if (ec) {

@@ -156,8 +156,7 @@ class trace_session : public std::enable_shared_from_this<trace_session> {
         return tl::unexpected(probe_error{probe_errc::unsupported, "",
                                           v6 ? "cannot open a UDP socket: IPv6 is not available"
                                              : "cannot open a UDP socket: IPv4 is not available"});
-      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
-        return tl::unexpected(probe_error{probe_errc::resource, "", what});
+      if (auto x = local_exhaustion_error(e, "opening a UDP socket")) return tl::unexpected(*x);
       if (e == EACCES || e == EPERM)
         return tl::unexpected(probe_error{probe_errc::permission_denied, "", what});
       return tl::unexpected(probe_error{probe_errc::internal, "", what});

@@ -343,10 +343,10 @@ class udp_probe {
         if (int fd = sock.release(); fd >= 0) pool.give(ep, fd, drain);
       };
       if (ec) {
+        if (auto e = detail::local_exhaustion(ec, "opening a UDP socket"))
+          co_return tl::unexpected(std::move(*e));  // no other address would fare better
         if (!last) continue;
-        if (ec == asio::error::address_family_not_supported || ec == asio::error::no_descriptors ||
-            ec.value() == ENFILE || ec == asio::error::no_buffer_space ||
-            ec == asio::error::no_memory)
+        if (ec == asio::error::address_family_not_supported)
           co_return tl::unexpected(detail::udp_open_error(ec));
         obs.fail(detail::classify(ec, false), "cannot send to " +
                                                   detail::endpoint_text(ep.address(), ep.port()) +

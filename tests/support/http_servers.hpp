@@ -2,7 +2,8 @@
 // HTTP test servers: a real nginx (plain HTTP, HTTPS with the test certificates, HTTP/2,
 // redirects, basic auth, a rate-limited path, a large file) configured at test time in a
 // private directory, and small in-test TCP servers for what nginx will not do (garbage instead
-// of HTTP, a stall mid-header, a close right after accept). Loopback only.
+// of HTTP, a stall mid-header, a close right after accept, a canned response with any body or
+// headers). Loopback only.
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -212,6 +214,83 @@ class fault_server {
   }
 
   fault mode_;
+  int fd_ = -1;
+  unsigned short port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+/// A blocking HTTP/1.x server on 127.0.0.1:<port> in its own thread that answers every request
+/// with the same raw bytes (status line, headers and body exactly as given), then closes: for
+/// bodies and headers nginx cannot be told to send (a 10 MB header line, 3,000 headers). Every
+/// wait is bounded (poll in 50 ms steps; a connection is held at most about 10 s).
+class canned_server {
+ public:
+  explicit canned_server(std::string response) : response_(std::move(response)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(fd_, 16) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("canned_server: cannot listen on 127.0.0.1");
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  /// An HTTP/1.1 200 response with `body` and a Content-Length.
+  static std::string ok(const std::string& body, const std::string& extra_headers = "") {
+    return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n" + extra_headers + "Connection: close\r\n\r\n" +
+           body;
+  }
+  ~canned_server() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  canned_server(const canned_server&) = delete;
+  canned_server& operator=(const canned_server&) = delete;
+
+  std::string url(const std::string& path = "/") const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
+
+ private:
+  bool wait_for(int fd, short events, int steps) {
+    for (int i = 0; i < steps && !stop_; ++i) {
+      pollfd p{fd, events, 0};
+      if (::poll(&p, 1, 50) > 0) return true;
+    }
+    return false;
+  }
+  void serve() {
+    while (!stop_) {
+      if (!wait_for(fd_, POLLIN, 1)) continue;
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (c < 0) continue;
+      char buf[4096];
+      if (wait_for(c, POLLIN, 40)) (void)::read(c, buf, sizeof buf);
+      std::size_t sent = 0;
+      int idle = 0;
+      while (sent < response_.size() && !stop_ && idle < 200) {
+        ssize_t n = ::send(c, response_.data() + sent, response_.size() - sent, MSG_NOSIGNAL);
+        if (n > 0) {
+          sent += static_cast<std::size_t>(n);
+          idle = 0;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          if (!wait_for(c, POLLOUT, 1)) ++idle;
+        } else {
+          break;  // the client went away (it stopped the transfer)
+        }
+      }
+      ::shutdown(c, SHUT_WR);
+      if (wait_for(c, POLLIN, 20)) (void)::read(c, buf, sizeof buf);  // let the client close first
+      ::close(c);
+    }
+  }
+
+  std::string response_;
   int fd_ = -1;
   unsigned short port_ = 0;
   std::atomic<bool> stop_{false};

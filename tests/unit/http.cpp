@@ -88,6 +88,39 @@ TEST_CASE("http: URL targets", "[http]") {
   }
 }
 
+TEST_CASE("http: a long invalid URL keeps its reason, also through the plugin ABI", "[http]") {
+  const std::string host(10'000, 'a');
+  for (const auto& [text, why] : std::vector<std::pair<std::string, std::string>>{
+           {"http://" + host + "/", "host name longer than 253"},
+           {"http://x:" + host + "/", "is not a number"},
+           {"ftp" + host + "://x/", "is not http or https"},
+           {"http://[" + host + "]/", "is not an IPv6 address"}}) {
+    INFO(why);
+    auto t = parse_target_for<http_probe>(text);
+    REQUIRE_FALSE(t);
+    CHECK(t.error().code == probe_errc::invalid_target);
+    CHECK_THAT(t.error().message, Catch::Contains(why) && Catch::Contains("characters)"));
+    CHECK(t.error().message.size() < 400);
+  }
+  auto bad = parse_target_for<https_probe>("http://example.org/" + std::string(5000, 'b'));
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.error().message, Catch::Contains("needs an https:// URL"));
+  CHECK(bad.error().message.size() < 400);
+
+  // Through the C ABI (fixed-size message buffer), as the engine sees it.
+  auto type = plugin_type<http_probe>();
+  sonde_error err{};
+  void* inst = nullptr;
+  const std::string url = "http://" + host + "/";
+  REQUIRE(type.create(url.c_str(), nullptr, 0, &inst, &err) != 0);
+  CHECK(std::string(err.message).find("host name longer than 253") != std::string::npos);
+  // A message longer than the buffer keeps its end (the reason) rather than only its start.
+  detail::copy_bounded(err.message, std::string(2000, 'x') + " the reason");
+  CHECK_THAT(std::string(err.message), Catch::EndsWith(" the reason") && Catch::StartsWith("xxx") &&
+                                           Catch::Contains(" ... "));
+  CHECK(std::string(err.message).size() == sizeof err.message - 1);
+}
+
 TEST_CASE("http: option validation names the key", "[http]") {
   auto fails = [](option_set s, const char* key) {
     auto p = make_probe<http_probe>(s);
@@ -247,6 +280,176 @@ TEST_CASE("http: large bodies and max_body", "[http][integration]") {
           opts({{"max_body", std::int64_t{1000}}, {"body_contains", std::string("xxx")}}));
   CHECK_RESULT(r, reason::mismatch);
   CHECK(r->message.find("max_body (1000 bytes)") != std::string::npos);
+}
+
+TEST_CASE("http: body_regex is RE2: refused at load with RE2's reason, naming the key", "[http]") {
+  auto refused = [](const std::string& pattern) {
+    auto p = make_probe<http_probe>(opts({{"body_regex", pattern}}));
+    INFO(pattern);
+    REQUIRE_FALSE(p);
+    CHECK(p.error().code == probe_errc::invalid_option);
+    CHECK(p.error().key == "body_regex");
+    CHECK(p.error().message.find("body_regex") != std::string::npos);
+    return p.error().message;
+  };
+  CHECK_THAT(refused("(unclosed"), Catch::Contains("missing )"));
+  // ECMAScript features RE2 does not have (linear time forbids them): refused, not misread.
+  CHECK_THAT(refused("(a)\\1"), Catch::Contains("invalid escape sequence"));
+  CHECK_THAT(refused("foo(?=bar)"), Catch::Contains("invalid perl operator"));
+  CHECK_THAT(refused("(?<!x)y"), Catch::Contains("invalid perl operator"));
+  // A pattern whose program would make matching slow is refused at load too, and a long
+  // pattern is echoed shortened: RE2's reason stays in the message.
+  CHECK_THAT(refused("(a{1000}){1000}"), Catch::Contains("invalid repetition size"));
+  CHECK_THAT(refused(".{1000}x"), Catch::Contains("too complex") && Catch::Contains("8005"));
+  CHECK(make_probe<http_probe>(opts({{"body_regex", std::string(".{600}x")}})));
+  auto long_bad = refused(std::string(5000, 'x') + "(");
+  CHECK(long_bad.size() < 300);
+  CHECK_THAT(long_bad, Catch::Contains("missing )"));
+  // RE2 syntax that ECMAScript lacks works: inline flags, named groups, Unicode classes.
+  CHECK(make_probe<http_probe>(opts({{"body_regex", std::string("(?i)HELLO (?P<n>\\d+)")}})));
+  CHECK(make_probe<http_probe>(opts({{"body_regex", std::string("\\pL+")}})));
+}
+
+TEST_CASE("http: body_regex on large bodies and backtracking patterns", "[http][integration]") {
+  // std::regex recursed once per character (a segfault on 50-300 KB bodies) and backtracked
+  // exponentially; RE2 is linear. Real transfers, so the whole path is covered.
+  const std::string ys(300'000, 'y');
+  test::canned_server plain(test::canned_server::ok(ys));
+  const std::string json = R"({"status":"ok","data":")" + std::string(300'000, 'x') + R"("})";
+  test::canned_server api(test::canned_server::ok(json));
+  const std::string small(10'000, 'y');
+  test::canned_server backtrack(test::canned_server::ok(small));
+
+  auto with = [](const std::string& re) {
+    return opts({{"body_regex", re}, {"max_body", std::int64_t{1} << 20}});
+  };
+  auto r = get(plain.url(), with(".*"));
+  CHECK_RESULT(r, reason::none);
+  CHECK(metric_of(r, "body_bytes") == 300'000);
+  CHECK_RESULT(get(plain.url(), with("y+$")), reason::none);
+  CHECK_RESULT(get(plain.url(), with("^y+$")), reason::none);
+  CHECK_RESULT(get(plain.url(), with("z+$")), reason::mismatch);
+  CHECK_RESULT(get(api.url(), with(R"("status":"ok".*\})")), reason::none);
+  CHECK_RESULT(get(api.url(), with(R"("status":"down".*\})")), reason::mismatch);
+  // Exponential for a backtracking engine (2.2 s and more on 10 KB): a plain mismatch here.
+  r = get(backtrack.url(), with("(y|z)*q"));
+  CHECK_RESULT(r, reason::mismatch);
+  CHECK(r->message.find("(y|z)*q") != std::string::npos);
+  CHECK_RESULT(get(backtrack.url(), with("(y|z)*$")), reason::none);
+  CHECK_RESULT(get(backtrack.url(), with("^(y+y+)+$")), reason::none);
+}
+
+TEST_CASE("http: body_regex searches the first 1 MiB of the body", "[http][integration]") {
+  REQUIRE(http_limits::regex_window == 1u << 20);
+  const std::string body = std::string(2u << 20, 'y') + "END";
+  test::canned_server s(test::canned_server::ok(body));
+  auto o = [](const char* key, const char* value) {
+    return opts({{key, std::string(value)}, {"max_body", std::int64_t{4} << 20}});
+  };
+  auto r = get(s.url(), o("body_regex", "END"));  // past the window: not seen, as documented
+  CHECK_RESULT(r, reason::mismatch);
+  CHECK(metric_of(r, "body_bytes") == static_cast<double>(body.size()));  // all of it was read
+  CHECK_RESULT(get(s.url(), o("body_regex", "^y+")), reason::none);
+  CHECK_RESULT(get(s.url(), o("body_contains", "END")), reason::none);  // the whole body
+}
+
+TEST_CASE("http: max_body is at most 64 MiB", "[http]") {
+  REQUIRE(http_limits::max_body == std::int64_t{64} << 20);
+  CHECK(make_probe<http_probe>(opts({{"max_body", std::int64_t{64} << 20}})));
+  for (std::int64_t v : {(std::int64_t{64} << 20) + 1, std::int64_t{1} << 30}) {
+    auto p = make_probe<http_probe>(opts({{"max_body", v}}));
+    REQUIRE_FALSE(p);
+    CHECK(p.error().key == "max_body");
+    CHECK_THAT(p.error().message, Catch::Contains("67108864") && Catch::Contains("64 MiB") &&
+                                      Catch::Contains(std::to_string(v)));
+  }
+}
+
+TEST_CASE("http: the kept body grows to what is needed, never past max_body", "[http]") {
+  const std::string chunk(16 * 1024 + 7, 'b');  // curl hands out up to 16 KiB; odd on purpose
+  auto feed = [&](detail::http_run_state& st, std::size_t total) {
+    for (std::size_t sent = 0; sent < total;) {
+      std::size_t n = std::min(chunk.size(), total - sent);
+      REQUIRE(detail::http_on_write(const_cast<char*>(chunk.data()), 1, n, &st) == n);
+      sent += n;
+    }
+  };
+  auto header = [](detail::http_run_state& st, std::string line) {
+    return detail::http_on_header(line.data(), 1, line.size(), &st);
+  };
+  {  // No Content-Length: bounded steps, capped at max_body (a string doubled to 16 MiB).
+    std::vector<char> body;
+    detail::http_run_state st;
+    st.limit = st.keep = 10'000'000;
+    st.body = &body;
+    feed(st, 10'000'000);
+    CHECK(body.size() == 10'000'000);
+    CHECK(body.capacity() == 10'000'000);
+    CHECK(st.bytes == 10'000'000);
+    CHECK_FALSE(st.overflow);
+  }
+  {  // Content-Length known: one reservation of exactly that size.
+    std::vector<char> body;
+    detail::http_run_state st;
+    st.limit = st.keep = 8u << 20;
+    st.body = &body;
+    CHECK(header(st, "HTTP/1.1 200 OK\r\n") > 0);
+    CHECK(header(st, "content-length:  3000000\r\n") > 0);
+    CHECK(header(st, "\r\n") > 0);
+    CHECK(st.content_length == 3'000'000);
+    CHECK(st.headers_complete);
+    feed(st, 100);
+    CHECK(body.capacity() == 3'000'000);
+    feed(st, 3'000'000 - 100);
+    CHECK(body.capacity() == 3'000'000);
+  }
+  {  // A lying Content-Length above max_body reserves max_body at most.
+    std::vector<char> body;
+    detail::http_run_state st;
+    st.limit = st.keep = 1u << 20;
+    st.body = &body;
+    header(st, "HTTP/1.1 200 OK\r\n");
+    header(st, "Content-Length: 999999999999\r\n");
+    feed(st, 1000);
+    CHECK(body.capacity() == 1u << 20);
+  }
+  {  // Only `keep` bytes are kept (body_regex's window); all are counted up to max_body.
+    std::vector<char> body;
+    detail::http_run_state st;
+    st.limit = 4u << 20;
+    st.keep = 1u << 20;
+    st.body = &body;
+    feed(st, 3u << 20);
+    CHECK(body.size() == 1u << 20);
+    CHECK(body.capacity() == 1u << 20);
+    CHECK(st.bytes == 3u << 20);
+  }
+}
+
+TEST_CASE("http: an oversized response header is a protocol failure naming the limit",
+          "[http][integration]") {
+  REQUIRE(http_limits::header_bytes == 102400);
+  const std::string why = "response header too large (limit 102400 bytes)";
+  // One 10 MB header line: libcurl itself gives up on it (it said "Out of memory").
+  test::canned_server huge("HTTP/1.1 200 OK\r\nX-Big: " + std::string(10u << 20, 'a') +
+                           "\r\nContent-Length: 2\r\n\r\nok");
+  auto r = get(huge.url());
+  CHECK_RESULT(r, reason::protocol);
+  CHECK(r->message == why);
+  // 3,000 ordinary headers (300 KB), each line small: our own limit on the whole block.
+  std::string many;
+  for (int i = 0; i < 3000; ++i)
+    many += "X-H" + std::to_string(i) + ": " + std::string(90, 'v') + "\r\n";
+  test::canned_server lots(test::canned_server::ok("ok", many));
+  r = get(lots.url());
+  CHECK_RESULT(r, reason::protocol);
+  CHECK(r->message == why);
+  // Just under the limit is fine, and so is every response of a redirect chain on its own.
+  std::string fits;
+  for (int i = 0; i < 900; ++i)
+    fits += "X-H" + std::to_string(i) + ": " + std::string(90, 'v') + "\r\n";
+  test::canned_server under(test::canned_server::ok("ok", fits));
+  CHECK_RESULT(get(under.url(), opts({{"body_contains", std::string("ok")}})), reason::none);
 }
 
 TEST_CASE("http: a slow server times out by the deadline", "[http][integration]") {

@@ -97,3 +97,39 @@ TEST_CASE("target: the IPv4 parser accepts exactly what inet_pton accepts", "[ta
     same("10.0.0.0" + std::to_string(v));
   }
 }
+
+TEST_CASE("target: a long invalid target keeps its reason and its echo is shortened", "[target]") {
+  const std::string a10k(10'000, 'a');
+  struct bad {
+    std::string text;
+    port_rule rule;
+    const char* why;
+  };
+  for (const auto& b :
+       {bad{a10k + ":80", port_rule::required, "host name longer than 253"},
+        bad{a10k, port_rule::required, "host name longer than 253"},
+        bad{"host:" + a10k, port_rule::required, "is not a number"},
+        bad{"[" + a10k, port_rule::required, "missing ']'"},
+        bad{"[" + a10k + "]:80", port_rule::required, "is not an IPv6 address"},
+        bad{std::string(5000, '1') + ".1", port_rule::forbidden, "is not a valid IPv4 address"},
+        bad{a10k + " x", port_rule::forbidden, "contains a space"},
+        bad{std::string(3000, ':'), port_rule::forbidden, "not an IPv6 address"}}) {
+    auto t = parse_target(b.text, b.rule);
+    INFO(b.text.substr(0, 40));
+    REQUIRE_FALSE(t);
+    CHECK_THAT(t.error(), Catch::Contains(b.why));
+    CHECK(t.error().size() < 400);
+    CHECK_THAT(t.error(), Catch::Contains("characters)"));  // the echo says it was shortened
+  }
+}
+
+TEST_CASE("target: quote_input escapes and shortens what it echoes", "[target]") {
+  using sonde::detail::quote_input;
+  CHECK(quote_input("example.com") == "\"example.com\"");
+  CHECK(quote_input("a\"b\\c\n\x01") == "\"a\\\"b\\\\c\\x0a\\x01\"");
+  CHECK(quote_input(std::string(100, 'x'), 10) == "\"xxxxxxxxxx...\" (100 characters)");
+  CHECK(quote_input(std::string(10, 'x'), 10) == "\"xxxxxxxxxx\"");
+  auto t = parse_target(std::string("a\x01") + "b", port_rule::forbidden);
+  REQUIRE_FALSE(t);
+  CHECK_THAT(t.error(), Catch::Contains("character '\\x01' is not allowed"));
+}

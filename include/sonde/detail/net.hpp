@@ -238,8 +238,19 @@ inline bool worth_next_address(const asio::error_code& ec) {
   return r == reason::refused || r == reason::unreachable;
 }
 
+/// The probe_error for a socket call that failed because the monitor ran out of descriptors
+/// or socket memory (see sonde::local_exhaustion_error), or nullopt for any other error.
+/// Every checker asks this before judging a socket error, so that the engine's own shortage
+/// is UNKNOWN (resource) and never a CRITICAL blamed on the target.
+inline std::optional<probe_error> local_exhaustion(const asio::error_code& ec,
+                                                   std::string_view doing) {
+  if (ec.category() != asio::error::get_system_category()) return std::nullopt;
+  return local_exhaustion_error(ec.value(), doing);
+}
+
 /// A UDP socket that could not be opened: the family is unsupported, or resources ran out.
 inline probe_error udp_open_error(const asio::error_code& ec) {
+  if (auto e = local_exhaustion(ec, "opening a UDP socket")) return std::move(*e);
   auto code = ec == asio::error::address_family_not_supported ? probe_errc::unsupported
                                                               : probe_errc::resource;
   return probe_error{code, "", "cannot open a UDP socket: " + ec.message()};
