@@ -63,7 +63,7 @@ void load_plugins(plugin_host& host, const std::vector<std::string>& cli_dirs,
 std::optional<task_file> load_or_report(const std::string& file,
                                         const std::vector<std::string>& plugin_dirs,
                                         plugin_host& host) {
-  auto f = read_engine_section(file);
+  auto f = read_engine_section(file, /*allow_pipe=*/true);
   if (!f) {
     print_errors(f.error(), file);
     return std::nullopt;

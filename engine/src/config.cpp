@@ -416,12 +416,13 @@ void read_control_section(const std::string& path, const toml::table& t, control
 
 }  // namespace
 
-tl::expected<task_file, std::vector<config_error>> read_engine_section(const std::string& path) {
+tl::expected<task_file, std::vector<config_error>> read_engine_section(const std::string& path,
+                                                                       bool allow_pipe) {
   std::vector<config_error> errors;
   task_file out;
   out.path = path;
   // Only a regular file of sane size: a directory, FIFO or /dev/zero is refused, not read.
-  auto file = read_regular_file(path, max_config_bytes, "task file");
+  auto file = read_regular_file(path, max_config_bytes, "task file", allow_pipe);
   if (!file) {
     errors.push_back({{path, 0, 0}, file.error().why});
     return tl::unexpected(errors);

@@ -1,5 +1,6 @@
 // Defensive reads of files sonde is pointed at. See files.hpp.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,7 +31,8 @@ std::string size_text(std::uint64_t bytes) {
 }  // namespace
 
 tl::expected<std::string, file_error> read_regular_file(const std::string& path,
-                                                        std::uint64_t max_bytes, const char* what) {
+                                                        std::uint64_t max_bytes, const char* what,
+                                                        bool allow_pipe) {
   using k = file_error::kind;
   auto fail = [&](k kind, const std::string& why) {
     return tl::unexpected(file_error{kind, why, path + ": " + why});
@@ -49,6 +51,37 @@ tl::expected<std::string, file_error> read_regular_file(const std::string& path,
   struct stat st {};
   if (::fstat(fd, &st) != 0)
     return fail(k::io, std::string("cannot read the ") + what + ": " + std::strerror(errno));
+  if (allow_pipe && S_ISFIFO(st.st_mode)) {
+    // A pipe: read what arrives, within the size limit and a deadline.
+    std::string text;
+    char buf[65536];
+    int waited = 0;
+    while (true) {
+      auto n = ::read(fd, buf, sizeof buf);
+      if (n > 0) {
+        text.append(buf, static_cast<std::size_t>(n));
+        if (text.size() > max_bytes)
+          return fail(k::too_large, std::string("the ") + what + " (a pipe) passed the limit of " +
+                                        size_text(max_bytes));
+        continue;
+      }
+      if (n == 0) break;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN)
+        return fail(k::io, std::string("cannot read the ") + what + ": " + std::strerror(errno));
+      if (waited >= pipe_read_timeout_ms)
+        return fail(k::io, std::string("the ") + what + " (a pipe) delivered nothing more for " +
+                               std::to_string(pipe_read_timeout_ms / 1000) + " s");
+      pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, 100);
+      waited += 100;
+    }
+    if (text.empty())
+      return fail(k::not_regular,
+                  std::string("the ") + what +
+                      " is a FIFO (named pipe) that delivered nothing (no writer?)");
+    return text;
+  }
   if (!S_ISREG(st.st_mode))
     return fail(k::not_regular, std::string("the ") + what +
                                     " must be a regular file, and this is " + kind_of(st.st_mode));

@@ -1,12 +1,14 @@
 // Files of the wrong kind where sonde expects a task or state file: directories, FIFOs,
 // devices, huge files. Each is refused with a message naming it, without blocking or reading
 // without bound.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <sonde/engine/config.hpp>
 #include <sonde/engine/files.hpp>
@@ -38,6 +40,26 @@ TEST_CASE("files: only regular files within the limit are read", "[config]") {
   auto f = read_regular_file(fifo, 100, "task file");
   REQUIRE(!f);
   CHECK_THAT(f.error().message, Catch::Contains("a FIFO"));
+  // Where a pipe is allowed (the command line's task file, `sonde run /dev/stdin`), a FIFO
+  // without a writer is refused at once instead of hanging the start...
+  auto empty = read_regular_file(fifo, 100, "task file", true);
+  REQUIRE(!empty);
+  CHECK_THAT(empty.error().message, Catch::Contains("delivered nothing"));
+  // ...and one with a writer is read, within the limit.
+  int w = ::open(fifo.c_str(), O_RDWR);  // a writer that is there before the reader
+  REQUIRE(w >= 0);
+  std::thread writer([w] {
+    std::string text = "[[task]]\n";
+    for (int i = 0; i < 3; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      (void)!::write(w, text.data(), text.size());
+    }
+    ::close(w);
+  });
+  auto piped = read_regular_file(fifo, 100, "task file", true);
+  writer.join();
+  REQUIRE(piped);
+  CHECK(*piped == "[[task]]\n[[task]]\n[[task]]\n");
 
   // A symbolic link to /dev/zero: a device, refused before a byte is read.
   std::string zero = dir.path() + "/zero.toml";

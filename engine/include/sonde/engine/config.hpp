@@ -112,7 +112,10 @@ struct task_file {
 
 /// Phase 1: parse the file and read [engine] (plugin directories are needed before tasks can be
 /// validated). Errors are positioned.
-tl::expected<task_file, std::vector<config_error>> read_engine_section(const std::string& path);
+/// The file must be a regular file (files.hpp); with `allow_pipe` (the command line's task
+/// file: `sonde run /dev/stdin`) a pipe is read too. `reload` never reads a pipe.
+tl::expected<task_file, std::vector<config_error>> read_engine_section(const std::string& path,
+                                                                       bool allow_pipe = false);
 
 /// Phase 2: validate tasks against the loaded plugins. `file` comes from phase 1.
 tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,

@@ -29,10 +29,16 @@ struct file_error {
   std::string message;  ///< "<path>: <why>", ready to show
 };
 
+/// How long a pipe may take to deliver a task file (`sonde run /dev/stdin`).
+inline constexpr int pipe_read_timeout_ms = 10000;
+
 /// The whole content of `path`, which must be a regular file (symbolic links are followed to
 /// what they name) of at most `max_bytes`. `what` names the file's role in messages ("task
-/// file"). Opens with O_NONBLOCK so a FIFO cannot hang the caller. Thread-safe.
+/// file"). Opens with O_NONBLOCK so a FIFO cannot hang the caller. With `allow_pipe` a pipe or
+/// FIFO is read too (`/dev/stdin`, `<(...)`), within the size limit and pipe_read_timeout_ms;
+/// one that delivers nothing (a FIFO without a writer) is refused. Thread-safe.
 tl::expected<std::string, file_error> read_regular_file(const std::string& path,
-                                                        std::uint64_t max_bytes, const char* what);
+                                                        std::uint64_t max_bytes, const char* what,
+                                                        bool allow_pipe = false);
 
 }  // namespace sonde::engine
