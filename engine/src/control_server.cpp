@@ -124,7 +124,7 @@ struct session final : control_client, std::enable_shared_from_this<session> {
   std::chrono::system_clock::time_point connected = std::chrono::system_clock::now();
   steady::time_point accepted_at = steady::now(), last_active = accepted_at;
   line_splitter lines;
-  bool authed = false;
+  bool authed = false, agent = false;
   // A command answers once its change is durable (defer_reply): the reader waits for it.
   std::function<void(reply_amend)> deferred;
   bool awaiting_reply = false;
@@ -196,7 +196,12 @@ struct session final : control_client, std::enable_shared_from_this<session> {
     gate.cancel();
   }
   void on_close(std::function<void()> f) override { close_hooks.push_back(std::move(f)); }
-  void set_max_line(std::size_t bytes) override { lines.set_max_line(bytes); }
+  // Only the agent protocol raises a connection's line limit (agent_hello): such a connection
+  // reports at the agent's interval, which may be longer than idle_timeout.
+  void set_max_line(std::size_t bytes) override {
+    lines.set_max_line(bytes);
+    agent = true;
+  }
   void defer_reply(std::function<void(reply_amend)> wait) override { deferred = std::move(wait); }
 
   tcp::socket& socket() { return tls ? tls->next_layer() : *plain; }
@@ -301,6 +306,7 @@ struct session final : control_client, std::enable_shared_from_this<session> {
           gate.expires_at(steady::time_point::max());
           co_await gate.async_wait(use_tuple);
         }
+        if (closed || close_after_flush) break;  // closed while waiting: no further request
       }
     }
     read_done = true;
@@ -560,7 +566,7 @@ void control_core::sweep() {
     if (s->closed || s->close_after_flush) continue;
     if (!s->authed) {
       if (now - s->accepted_at >= opts.auth_timeout) expired.push_back(s);
-    } else if (opts.idle_timeout.count() > 0 && !s->watching && !s->awaiting_reply &&
+    } else if (opts.idle_timeout.count() > 0 && !s->watching && !s->awaiting_reply && !s->agent &&
                s->out.empty() && now - s->last_active >= opts.idle_timeout) {
       idle.push_back(s);
     }
@@ -610,12 +616,29 @@ tl::expected<json, command_error> persisted(detail::control_core* core, control_
   if (!out) return out;
   if (auto ticket = core->tasks->take_ticket())
     c.defer_reply([core, ticket](control_client::reply_amend done) {
-      core->tasks->when_saved(ticket, [done = std::move(done)](const std::string& error) {
+      // Whichever comes first answers: the write, or the patience of persist_wait (a hung
+      // disk must not hold clients forever; the change is in effect and stays queued).
+      auto once = std::make_shared<control_client::reply_amend>(std::move(done));
+      auto answer = [once](json extra) {
+        if (!*once) return;
+        auto f = std::move(*once);
+        *once = nullptr;
+        f(std::move(extra));
+      };
+      auto timer = std::make_shared<asio::steady_timer>(core->io, core->opts.persist_wait);
+      timer->async_wait([answer](asio::error_code ec) {
+        if (!ec)
+          answer(json{{"warning",
+                       "the change is in effect but not yet on disk (the disk is "
+                       "slow); it stays queued and will be written"}});
+      });
+      core->tasks->when_saved(ticket, [answer, timer](const std::string& error) {
+        timer->cancel();
         if (error.empty())
-          done(json::object());
+          answer(json::object());
         else
-          done(json{{"warning", "the change is in effect but not yet saved: " + error +
-                                    " (retrying every second)"}});
+          answer(json{{"warning", "the change is in effect but not yet saved: " + error +
+                                      " (retrying every second)"}});
       });
     });
   return out;
@@ -763,12 +786,16 @@ asio::awaitable<void> refuse_client_tls(std::shared_ptr<detail::control_core> co
   --core->refusing;
 }
 
-// Make room for a connection from `addr`. An unauthenticated connection that has had its
-// chance (connected at least `grace` ago: a real client sends its first request at once) is
-// closed, oldest first, when the newcomer would pass the per-address or the unauthenticated
-// limit, or finds every slot taken. Young connections are never closed: a burst of real
-// clients is not turned against itself. Returns the live connections that remain.
-std::size_t make_room(detail::control_core& core, const std::string& addr) {
+// Make room for a connection from `addr`, or say it may not have one. An unauthenticated
+// connection that has had its chance (connected at least `grace` ago: a real client sends its
+// first request at once) is closed, oldest first, when the newcomer would pass the
+// per-address or the unauthenticated limit, or finds every slot taken. Young connections are
+// never closed, so a burst of real clients is not turned against itself. An address beyond
+// loopback that is at its limit with none of its connections old enough is refused: one remote
+// host cannot take more than `max_per_address` slots by reconnecting fast. (Loopback clients
+// are one host's own, and 127/8 is sixteen million addresses anyway: they rely on eviction.)
+// Returns false to refuse the newcomer.
+bool make_room(detail::control_core& core, const std::string& addr) {
   auto grace = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1000),
                                                    core.opts.auth_timeout / 4);
   auto old_enough = steady::now() - grace;
@@ -786,14 +813,21 @@ std::size_t make_room(detail::control_core& core, const std::string& addr) {
     if (here_too && (!oldest_here || s->accepted_at < oldest_here->accepted_at)) oldest_here = s;
   }
   detail::session* victim = nullptr;
-  if (oldest_here && here >= core.opts.max_per_address)
-    victim = oldest_here;
-  else if (oldest && (unauth >= core.opts.max_unauthenticated || live >= core.opts.max_clients))
+  if (here >= core.opts.max_per_address) {
+    if (oldest_here)
+      victim = oldest_here;
+    else if (!is_loopback_host(addr))
+      return false;
+  }
+  if (!victim && oldest &&
+      (unauth >= core.opts.max_unauthenticated || live >= core.opts.max_clients))
     victim = oldest;
-  if (!victim) return live;
-  ++core.evicted;
-  victim->close();
-  return live - 1;
+  if (victim) {
+    ++core.evicted;
+    victim->close();
+    --live;
+  }
+  return live < core.opts.max_clients;
 }
 
 asio::awaitable<void> accept_loop(std::shared_ptr<detail::control_core> core) {
@@ -810,8 +844,8 @@ asio::awaitable<void> accept_loop(std::shared_ptr<detail::control_core> core) {
     asio::error_code aec;
     auto ep = sock.remote_endpoint(aec);
     std::string addr = aec ? std::string("?") : ep.address().to_string();
-    if (make_room(*core, addr) >= core->opts.max_clients) {
-      // Every slot is held by an authenticated client.
+    if (!make_room(*core, addr)) {
+      // Every slot is held by an authenticated client or a young one, or the address is full.
       ++core->refused;
       auto line = detail::error_line(
           "too many clients (" + std::to_string(core->opts.max_clients) + "); try again later",

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include <sonde/engine/files.hpp>
@@ -55,10 +56,13 @@ tl::expected<std::string, file_error> read_regular_file(const std::string& path,
     // A pipe: read what arrives, within the size limit and a deadline.
     std::string text;
     char buf[65536];
-    int waited = 0;
+    using clock = std::chrono::steady_clock;
+    const auto quiet_limit = std::chrono::milliseconds(pipe_read_timeout_ms);
+    auto deadline = clock::now() + quiet_limit;  // reset whenever bytes arrive
     while (true) {
       auto n = ::read(fd, buf, sizeof buf);
       if (n > 0) {
+        deadline = clock::now() + quiet_limit;
         text.append(buf, static_cast<std::size_t>(n));
         if (text.size() > max_bytes)
           return fail(k::too_large, std::string("the ") + what + " (a pipe) passed the limit of " +
@@ -69,12 +73,12 @@ tl::expected<std::string, file_error> read_regular_file(const std::string& path,
       if (errno == EINTR) continue;
       if (errno != EAGAIN)
         return fail(k::io, std::string("cannot read the ") + what + ": " + std::strerror(errno));
-      if (waited >= pipe_read_timeout_ms)
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      if (left.count() <= 0)
         return fail(k::io, std::string("the ") + what + " (a pipe) delivered nothing more for " +
                                std::to_string(pipe_read_timeout_ms / 1000) + " s");
       pollfd p{fd, POLLIN, 0};
-      ::poll(&p, 1, 100);
-      waited += 100;
+      ::poll(&p, 1, static_cast<int>(left.count()));
     }
     if (text.empty())
       return fail(k::not_regular,

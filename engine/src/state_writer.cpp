@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <sonde/engine/control_request.hpp>
+#include <sonde/engine/files.hpp>
 #include <sonde/engine/state.hpp>
 #include <sonde/engine/state_writer.hpp>
 
@@ -68,8 +69,12 @@ state_writer::state_writer(asio::io_context& io, options opts, state_records rec
   struct stat st {};
   if (::stat(opts_.path.c_str(), &st) == 0)
     snapshot_bytes_ = static_cast<std::uint64_t>(st.st_size);
-  if (::stat(state_journal_path(opts_.path).c_str(), &st) == 0)
-    journal_bytes_ = static_cast<std::uint64_t>(st.st_size);
+  // Appends continue after the journal's last complete line: a torn tail (a crash mid-write,
+  // ignored at load) is cut off before the first append.
+  if (auto j = read_regular_file(state_journal_path(opts_.path), max_config_bytes, "journal")) {
+    auto nl = j->rfind('\n');
+    journal_bytes_ = nl == std::string::npos ? 0 : nl + 1;
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -100,7 +105,11 @@ void state_writer::when_saved(std::uint64_t ticket,
                               std::function<void(const std::string& error)> f) {
   {
     std::lock_guard lk(mu_);
-    if (ticket <= attempted_ticket_) {
+    if (ticket <= durable_ticket_) {
+      asio::post(io_, [f = std::move(f)] { f(""); });
+      return;
+    }
+    if (ticket <= attempted_ticket_) {  // its write failed; it is queued again
       asio::post(io_, [f = std::move(f), e = counters_.last_error] { f(e); });
       return;
     }
@@ -134,13 +143,16 @@ void state_writer::run() {
   std::unique_lock lk(mu_);
   while (true) {
     cv_.wait(lk, [&] { return stop_ || !pending_.empty() || snapshot_due_; });
-    if (pending_.empty() && !snapshot_due_) break;  // stopping with nothing left
+    // Stopping with nothing pending: done (a rewrite still due is not needed, the journal
+    // holds everything).
+    if (pending_.empty() && (!snapshot_due_ || stop_)) break;
     std::vector<state_record> batch;
     batch.reserve(pending_.size());
     for (auto& [name, r] : pending_) batch.push_back(std::move(r));
     pending_.clear();
     std::uint64_t ticket = pending_ticket_;
     bool stopping = stop_;
+    bool snapshot = snapshot_due_;
     lk.unlock();
 
     for (auto& r : batch) {
@@ -150,16 +162,17 @@ void state_writer::run() {
         mirror_[r.name] = r;
     }
     std::string error;
-    bool ok = write_batch(batch, error);
+    bool ok = write_batch(batch, snapshot, error);
 
     lk.lock();
     attempted_ticket_ = ticket;
     ++counters_.batches;
     if (ok) {
-      snapshot_due_ = false;
+      durable_ticket_ = ticket;
       counters_.last_error.clear();
     } else {
-      snapshot_due_ = true;  // the next success rewrites the whole state file
+      // Not on disk: back into the queue, unless a newer record of the name came meanwhile.
+      for (auto& r : batch) pending_.try_emplace(r.name, std::move(r));
       ++counters_.failures;
       counters_.last_error = error;
     }
@@ -181,65 +194,86 @@ void state_writer::run() {
     if (!ok) {
       if (stopping) break;
       cv_.wait_for(lk, opts_.retry, [&] { return stop_; });
-      if (stop_ && pending_.empty()) break;
+    } else if (snapshot_due_ && pending_.empty()) {
+      // The rewrite failed (the journal has everything): try again later, not at once.
+      cv_.wait_for(lk, opts_.retry, [&] { return stop_ || !pending_.empty(); });
     }
   }
 }
 
-bool state_writer::write_batch(const std::vector<state_record>& batch, std::string& error) {
+// Append the batch to the journal (one fdatasync), then, when due, rewrite the state file from
+// the mirror and remove the journal. The batch is always in the journal before a snapshot
+// that contains it, so a crash between the snapshot's rename and the journal's removal
+// replays a journal whose last word on every name is the snapshot's: nothing reverts.
+bool state_writer::write_batch(const std::vector<state_record>& batch, bool snapshot,
+                               std::string& error) {
   if (opts_.before_write) opts_.before_write();
-  bool snapshot;
-  {
-    std::lock_guard lk(mu_);
-    snapshot = snapshot_due_;
+  const std::string journal = state_journal_path(opts_.path);
+  auto fail = [&](const std::string& what, const std::string& file) {
+    error = "cannot " + what + " " + file + ": " + std::strerror(errno);
+    return false;
+  };
+  if (!batch.empty()) {
+    std::string lines;
+    for (const auto& r : batch) lines += format_state_record(r);
+    if (journal_fd_ < 0) {
+      std::error_code ec;
+      auto dir = std::filesystem::path(journal).parent_path();
+      std::filesystem::create_directories(dir, ec);
+      journal_fd_ = ::open(journal.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      if (journal_fd_ < 0) return fail("open", journal);
+      // The new file's directory entry must be durable too, or a synced append could vanish.
+      int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+      }
+      torn_ = true;  // start from the length known to be good
+    }
+    // After a failed write the journal may end in part of a line: cut it off first.
+    if (torn_ && ::ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_)) != 0)
+      return fail("truncate", journal);
+    torn_ = false;
+    std::size_t off = 0;
+    while (off < lines.size()) {
+      auto n = ::write(journal_fd_, lines.data() + off, lines.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        if (n == 0) errno = EIO;
+        torn_ = true;
+        return fail("write", journal);
+      }
+      off += static_cast<std::size_t>(n);
+    }
+    if (::fdatasync(journal_fd_) != 0) {
+      torn_ = true;
+      return fail("sync", journal);
+    }
+    journal_bytes_ += lines.size();
   }
   if (!snapshot && journal_bytes_ > opts_.compact_bytes && journal_bytes_ > snapshot_bytes_)
     snapshot = true;
-  const std::string journal = state_journal_path(opts_.path);
-  if (snapshot) {
-    std::string text = format_state_file(mirror_);
-    if (auto w = write_file_atomically(opts_.path, text); !w) {
-      error = w.error();
-      return false;
-    }
-    snapshot_bytes_ = text.size();
-    // The snapshot holds everything the journal said: remove it. A crash before this line
-    // replays the journal onto the snapshot, which changes nothing (last writer wins).
-    if (journal_fd_ >= 0) ::close(journal_fd_);
-    journal_fd_ = -1;
-    ::unlink(journal.c_str());
-    journal_bytes_ = 0;
+  if (!snapshot) return true;
+  std::string text = format_state_file(mirror_);
+  if (auto w = write_file_atomically(opts_.path, text); !w) {
+    // The journal has everything: the snapshot is tried again at the next write.
     std::lock_guard lk(mu_);
-    ++counters_.snapshots;
+    snapshot_due_ = true;
     return true;
   }
-  if (batch.empty()) return true;
-  std::string lines;
-  for (const auto& r : batch) lines += format_state_record(r);
-  auto fail = [&](const char* what) {
-    error = std::string("cannot ") + what + " " + journal + ": " + std::strerror(errno);
-    if (journal_fd_ >= 0) ::close(journal_fd_);
-    journal_fd_ = -1;
-    return false;
-  };
-  if (journal_fd_ < 0) {
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(journal).parent_path(), ec);
-    journal_fd_ = ::open(journal.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (journal_fd_ < 0) return fail("open");
+  snapshot_bytes_ = text.size();
+  if (journal_fd_ >= 0) ::close(journal_fd_);
+  journal_fd_ = -1;
+  if (::unlink(journal.c_str()) != 0 && errno != ENOENT) {
+    // Harmless to replay (see above), but it would grow: rewrite again next time.
+    std::lock_guard lk(mu_);
+    snapshot_due_ = true;
+    return true;
   }
-  std::size_t off = 0;
-  while (off < lines.size()) {
-    auto n = ::write(journal_fd_, lines.data() + off, lines.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EIO;
-      return fail("write");  // a torn line is cut at load; the next success writes a snapshot
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fdatasync(journal_fd_) != 0) return fail("sync");
-  journal_bytes_ += lines.size();
+  journal_bytes_ = 0;
+  std::lock_guard lk(mu_);
+  snapshot_due_ = false;
+  ++counters_.snapshots;
   return true;
 }
 

@@ -1044,3 +1044,100 @@ TEST_CASE("control: a state directory that cannot be written is reported and ret
   line_client c(e.port);
   CHECK(find_task(c.call(req("list")), "x"));
 }
+
+TEST_CASE("control: a hung disk delays a reply by persist_wait at most", "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a"));
+  std::string state = dir.path() + "/state";
+  state_writer::options wo;
+  wo.before_write = [] { std::this_thread::sleep_for(1500ms); };
+  control_options co;
+  co.persist_wait = 200ms;
+  test_engine e(path, state, co, wo);
+  line_client c(e.port);
+  auto r = c.call({{"command", "start"}, {"name", "x"}, {"type", "sleep"}, {"target", "x"}});
+  CHECK(r["ok"] == true);
+  CHECK_THAT(r["warning"].get<std::string>(), Catch::Contains("not yet on disk"));
+  CHECK(c.call(req("status"))["ok"] == true);  // the connection goes on
+  // The change is written when the disk gets to it.
+  CHECK(eventually([&] { return c.call(req("status"))["state"]["pending"] == 0; }, 10000ms));
+}
+
+TEST_CASE("control: results queued for all watchers together are capped", "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("a", "1ms", "0ms") + sleep_task("b", "1ms", "0ms"));
+  control_options co;
+  co.max_queued_bytes = 64 * 1024;
+  co.watch_queue = 100000;
+  test_engine e(path, "", co);
+  std::vector<std::unique_ptr<line_client>> stuck;
+  for (int i = 0; i < 4; ++i) {
+    // Tiny receive buffers and never read: everything stays queued in the engine.
+    stuck.push_back(std::make_unique<line_client>(e.port, 1024));
+    REQUIRE(stuck.back()->call(req("watch"))["ok"] == true);
+  }
+  line_client c(e.port);
+  CHECK(eventually([&] {
+    return c.call(req("status"))["clients"]["dropped_results"].get<std::uint64_t>() > 1000;
+  }));
+  auto st = c.call(req("status"))["clients"];
+  CHECK(st["queued_bytes"].get<std::size_t>() <= 64 * 1024 + 4096);
+  // Gone watchers give their bytes back.
+  for (auto& s : stuck) s->abort();
+  CHECK(eventually([&] { return c.call(req("status"))["clients"]["queued_bytes"] == 0; }));
+}
+
+TEST_CASE(
+    "state: a crash between rewriting the state file and removing the journal reverts "
+    "nothing",
+    "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("f"));
+  std::string state = dir.path() + "/state";
+  std::filesystem::create_directories(state);
+  auto task = [](const char* name) {
+    return std::string("[[task]]\nname = \"") + name +
+           "\"\ntype = \"sleep\"\ntarget = \"x\"\ninterval = \"1m\"\ntimeout = \"5s\"\n";
+  };
+  // The journal as the writer leaves it: b got id 5; later one batch stopped b and started a
+  // with id 5 (both lines appended before the rewrite).
+  state_record b{"b", task("b"), 5, false, false}, a{"a", task("a"), 5, false, false};
+  std::ofstream(state_journal_path(state_file_path(state)))
+      << format_state_record(b) << format_state_record(state_record{"b", {}, {}, false, false})
+      << format_state_record(a);
+  // The rewritten state file already has the batch; the journal was not yet removed.
+  std::ofstream(state_file_path(state)) << format_state_file({{"a", a}});
+  test_engine e(path, state);
+  line_client c(e.port);
+  auto list = c.call(req("list"));
+  REQUIRE(find_task(list, "a"));
+  CHECK((*find_task(list, "a"))["id"] == 5);
+  CHECK(!find_task(list, "b"));
+}
+
+TEST_CASE("state: a torn last journal line is cut before the next append", "[control]") {
+  test::temp_dir dir;
+  auto path = dir.write("t.toml", sleep_task("f"));
+  std::string state = dir.path() + "/state";
+  {
+    test_engine e(path, state);
+    line_client c(e.port);
+    REQUIRE(
+        c_ok(c.call({{"command", "start"}, {"name", "x"}, {"type", "sleep"}, {"target", "x"}})));
+  }
+  // The engine folded the journal at its next start... simulate a crash mid-append instead.
+  std::ofstream(state_journal_path(state_file_path(state)), std::ios::app)
+      << R"({"name":"y","task":"[[task)";
+  {
+    test_engine e(path, state);  // warns about the torn line, rewrites the file
+    line_client c(e.port);
+    REQUIRE(
+        c_ok(c.call({{"command", "start"}, {"name", "z"}, {"type", "sleep"}, {"target", "x"}})));
+  }
+  test_engine e(path, state);
+  line_client c(e.port);
+  auto list = c.call(req("list"));
+  CHECK(find_task(list, "x"));
+  CHECK(find_task(list, "z"));
+  CHECK(!find_task(list, "y"));
+}

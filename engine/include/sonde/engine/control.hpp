@@ -42,6 +42,8 @@ struct control_options {
   /// An authenticated client that is not watching and sends nothing this long is closed
   /// (0: never).
   std::chrono::milliseconds idle_timeout{600000};
+  /// A change's reply waits for the disk at most this long, then goes out with a warning.
+  std::chrono::milliseconds persist_wait{5000};
   std::size_t watch_queue = 1024;        ///< results queued per watcher before they are dropped
   std::size_t watch_queue_max = 100000;  ///< the largest "queue" a watcher may ask for
   /// Bytes queued for all clients together (results shared by several watchers count once per

@@ -71,7 +71,7 @@ class state_writer {
 
  private:
   void run();
-  bool write_batch(const std::vector<state_record>& batch, std::string& error);
+  bool write_batch(const std::vector<state_record>& batch, bool snapshot, std::string& error);
   void completed(std::uint64_t ticket, std::string error);
 
   asio::io_context& io_;
@@ -83,13 +83,14 @@ class state_writer {
   mutable std::mutex mu_;
   std::condition_variable cv_, flushed_;
   std::map<std::string, state_record> pending_;
-  std::uint64_t pending_ticket_ = 0, attempted_ticket_ = 0;
+  std::uint64_t pending_ticket_ = 0, attempted_ticket_ = 0, durable_ticket_ = 0;
   bool stop_ = false, snapshot_due_ = false;
   counters counters_;
   // Worker side.
   state_records mirror_;
   std::uint64_t journal_bytes_ = 0, snapshot_bytes_ = 0;
   int journal_fd_ = -1;
+  bool torn_ = false;  // the journal may end in part of a line (after a failed write)
   std::chrono::steady_clock::time_point last_log_{};
   std::thread thread_;
 };
