@@ -7,7 +7,9 @@ source "$SONDE_SOURCE_DIR/tests/support/cli.sh"
 A=$SONDE_SOURCE_DIR/benchmarks/bench-engine.sh
 export SONDE_BIN=$SONDE_BUILD_DIR/bin/sonde
 start_listener 120
-closed=$(bash -c 'for p in $(seq 47300 47400); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done')
+# (below the ephemeral range: a connect to a closed ephemeral port can pick that same port as
+# its source and connect to itself, seen once as ok=1 of 50)
+closed=$(bash -c 'for p in $(seq 23300 23400); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done')
 # a UDP port nothing listens on: bound once to learn a free one, then released
 udp_closed=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
