@@ -4,9 +4,12 @@
 
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,7 +35,7 @@ namespace {
 constexpr int exit_usage = 3;
 
 struct agent_flags {
-  std::string server, interval = "5s", token, name, tasks_file, state_dir, queue_max,
+  std::string server, interval = "5s", token, key, key_file, name, tasks_file, state_dir, queue_max,
                       retry_max = "30s";
   std::vector<std::string> plugin_dirs;
 };
@@ -50,6 +53,23 @@ std::string size_text(std::uint64_t b) {
   else
     std::snprintf(buf, sizeof buf, "%lluKB", static_cast<unsigned long long>(b >> 10));
   return buf;
+}
+
+// The key file holds the key on its first line (surrounding white space ignored).
+tl::expected<std::string, std::string> read_key_file(const std::string& path) {
+  std::FILE* fp = std::fopen(path.c_str(), "rb");
+  if (!fp) return tl::unexpected(": cannot read: " + std::string(std::strerror(errno)));
+  char buf[1024];
+  std::size_t n = std::fread(buf, 1, sizeof buf, fp);
+  std::fclose(fp);
+  std::string text(buf, n);
+  text = text.substr(0, text.find('\n'));
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  std::size_t b = 0;
+  while (b < text.size() && std::isspace(static_cast<unsigned char>(text[b]))) ++b;
+  text.erase(0, b);
+  if (text.empty()) return tl::unexpected(std::string(": the file's first line is empty"));
+  return text;
 }
 
 int run_agent(const agent_flags& f) {
@@ -80,6 +100,32 @@ int run_agent(const agent_flags& f) {
   ao.token = f.token;
   if (ao.token.empty())
     if (const char* env = std::getenv("SONDE_TOKEN"); env && *env) ao.token = env;
+  // The agent's key: --key, else --key-file, else $SONDE_AGENT_KEY.
+  if (!f.key.empty() && !f.key_file.empty()) {
+    std::fprintf(stderr, "sonde: agent: give --key or --key-file, not both\n");
+    return exit_usage;
+  }
+  ao.key = f.key;
+  if (!f.key_file.empty()) {
+    auto k = read_key_file(f.key_file);
+    if (!k) {
+      std::fprintf(stderr, "sonde: agent: --key-file %s\n", k.error().c_str());
+      return exit_usage;
+    }
+    ao.key = *k;
+  }
+  if (ao.key.empty())
+    if (const char* env = std::getenv("SONDE_AGENT_KEY"); env && *env) ao.key = env;
+  if (!ao.key.empty()) {
+    bool printable = ao.key.size() <= 256;
+    for (unsigned char c : ao.key) printable = printable && c > 0x20 && c < 0x7f;
+    if (!printable) {
+      std::fprintf(stderr,
+                   "sonde: agent: the key must be 1 to 256 printable ASCII characters without "
+                   "spaces\n");
+      return exit_usage;
+    }
+  }
   agent_queue_options qo;
   if (!f.queue_max.empty()) {
     auto q = parse_queue_max(f.queue_max);
@@ -222,6 +268,11 @@ std::function<int()> add_agent_command(CLI::App& app) {
       ->required();
   sub->add_option("--interval", f->interval, "How often the system task runs (default 5s)");
   sub->add_option("--token", f->token, "Token the central requires (default $SONDE_TOKEN)");
+  sub->add_option("--key", f->key,
+                  "This agent's key, as listed for its name in the central's agent-keys file "
+                  "(default $SONDE_AGENT_KEY); prefer --key-file: arguments are visible to "
+                  "other users");
+  sub->add_option("--key-file", f->key_file, "File whose first line is this agent's key");
   sub->add_option("--name", f->name, "The name this agent reports as (default the host name)");
   sub->add_option("--tasks", f->tasks_file, "Task file (TOML) of further local tasks");
   sub->add_option("--state-dir", f->state_dir,

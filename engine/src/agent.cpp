@@ -180,16 +180,52 @@ struct agent_core : std::enable_shared_from_this<agent_core> {
   std::optional<steady::time_point> outage_since;
   std::string last_push_error, disconnect_reason;
   std::function<void(const std::string&)> disconnect_hook;
+  // Results that could not be queued: said at once, then at most every 10 s with the count.
+  std::string problem;  // the current queue problem, told to the central ("" when none)
+  std::uint64_t failures_unsaid = 0;
+  std::optional<steady::time_point> failure_said;
+  static constexpr auto failure_log_every = std::chrono::seconds(10);
+  // What the central was last told (a report goes out when these change, even without results).
+  std::uint64_t told_dropped = 0;
+  std::string told_problem;
 
   std::string where() const { return opts.server.to_string(); }
+
+  bool central_behind() const {
+    return queue.size() > 0 || queue.dropped() != told_dropped || problem != told_problem;
+  }
 
   void push(std::string_view object) {
     auto r = queue.push(object);
     if (!r) {
-      if (r.error() != last_push_error)
-        std::fprintf(stderr, "agent: warning: cannot queue a result: %s\n", r.error().c_str());
-      last_push_error = r.error();
+      ++stats.queue_failures;
+      problem = "cannot queue results: " + r.error();
+      if (problem.size() > 500) problem.resize(500);
+      const auto now = steady::now();
+      if (!failure_said || now - *failure_said >= failure_log_every) {
+        std::fprintf(stderr,
+                     "agent: warning: cannot queue a result: %s; %llu more since the last "
+                     "warning; counted as dropped (%llu dropped in all) and reported to the "
+                     "central\n",
+                     r.error().c_str(), static_cast<unsigned long long>(failures_unsaid),
+                     static_cast<unsigned long long>(queue.dropped()));
+        failure_said = now;
+        failures_unsaid = 0;
+      } else {
+        ++failures_unsaid;
+      }
+      wake.cancel();  // tell the central about the drop
       return;
+    }
+    if (!problem.empty()) {
+      std::fprintf(stderr,
+                   "agent: results are queued again (%llu could not be queued since the last "
+                   "warning; %llu dropped in all)\n",
+                   static_cast<unsigned long long>(failures_unsaid),
+                   static_cast<unsigned long long>(queue.dropped()));
+      problem.clear();
+      failures_unsaid = 0;
+      failure_said.reset();
     }
     // One fdatasync per burst of results, not per result.
     if (!sync_posted) {
@@ -231,10 +267,12 @@ std::string seconds_text(std::chrono::milliseconds d) {
 
 void handle_event(const std::shared_ptr<agent_core>& core, const std::shared_ptr<link>& l,
                   const json& j) {
-  const std::string ev = j["event"].is_string() ? j["event"].get<std::string>() : "";
+  auto evi = j.find("event");
+  const std::string ev = evi != j.end() && evi->is_string() ? evi->get<std::string>() : "";
   if (ev == "info") {
     json reply{{"command", "info_reply"}, {"agent", core->opts.name}};
-    if (j.contains("id")) reply["id"] = j["id"];
+    // Only an integer id is echoed: nothing else of what the central sent is copied.
+    if (auto id = j.find("id"); id != j.end() && id->is_number_integer()) reply["id"] = *id;
     json facts = agent_facts_json();
     facts["name"] = core->opts.name;
     asio::error_code ec;
@@ -252,9 +290,9 @@ void handle_event(const std::shared_ptr<agent_core>& core, const std::shared_ptr
     ++core->stats.info_answered;
   } else if (ev == "disconnect") {
     core->disconnected = true;
-    core->disconnect_reason = j.contains("reason") && j["reason"].is_string()
-                                  ? j["reason"].get<std::string>()
-                                  : std::string();
+    auto why = j.find("reason");
+    core->disconnect_reason =
+        why != j.end() && why->is_string() ? why->get<std::string>().substr(0, 500) : std::string();
     // Let queued lines (an info reply) go out? No: the central asked us to go; close now.
     l->close("disconnect requested");
     core->wake.cancel();
@@ -366,9 +404,11 @@ std::string build_report(const agent_core& core, const std::vector<queued_record
   json env{{"command", "report"},
            {"agent", core.opts.name},
            {"queue_id", core.queue.queue_id()},
+           {"next_seq", core.queue.next_seq()},
            {"dropped", core.queue.dropped()},
            {"queued", core.queue.size()},
            {"seq", id}};
+  if (!core.problem.empty()) env["problem"] = core.problem;
   if (!core.opts.token.empty()) env["token"] = core.opts.token;
   std::string line = env.dump(-1, ' ', false, json::error_handler_t::replace);
   line.pop_back();  // the closing brace
@@ -402,10 +442,15 @@ asio::awaitable<std::string> session(std::shared_ptr<agent_core> core, std::shar
              {"queue_id", core->queue.queue_id()},
              {"interval_ms", core->opts.interval.count()},
              {"version", SONDE_VERSION_STRING},
+             {"next_seq", core->queue.next_seq()},
              {"queued", core->queue.size()},
              {"dropped", core->queue.dropped()},
              {"facts", agent_facts_json()}};
   if (!core->opts.token.empty()) hello["token"] = core->opts.token;
+  if (!core->opts.key.empty()) hello["key"] = core->opts.key;
+  if (!core->problem.empty()) hello["problem"] = core->problem;
+  const std::uint64_t hello_dropped = core->queue.dropped();
+  const std::string hello_problem = core->problem;
   auto id = l->send(std::move(hello));
   auto reply = co_await await_reply(core, l, id);
   if (!reply) co_return l->why;
@@ -426,20 +471,23 @@ asio::awaitable<std::string> session(std::shared_ptr<agent_core> core, std::shar
   core->outage_since.reset();
   core->stats.connected = true;
   ++core->stats.connects;
+  core->told_dropped = hello_dropped;
+  core->told_problem = hello_problem;
   if (reply->contains("last_seq") && (*reply)["last_seq"].is_number_unsigned()) {
     auto last = (*reply)["last_seq"].get<std::uint64_t>();
-    if (last >= core->queue.next_seq() && last > 0)
+    // An ack beyond what this queue wrote (a forged report stored at the central, or a
+    // confused central) is refused by the queue: our pointers never move past what we wrote.
+    if (auto r = core->queue.ack(last); !r) {
+      ++core->stats.acks_refused;
       std::fprintf(stderr,
-                   "agent: warning: the central has results up to %llu from this queue, beyond "
-                   "the %llu it gave out; continuing the numbering after it\n",
-                   static_cast<unsigned long long>(last),
-                   static_cast<unsigned long long>(core->queue.next_seq() - 1));
-    if (auto r = core->queue.ack(last); !r)
-      std::fprintf(stderr, "agent: warning: %s\n", r.error().c_str());
+                   "agent: warning: central %s says it has this queue's results up to "
+                   "%llu: %s\n",
+                   core->where().c_str(), static_cast<unsigned long long>(last), r.error().c_str());
+    }
   }
 
   while (!l->closed && !core->stopping) {
-    if (core->queue.size() == 0) {
+    if (!core->central_behind()) {
       core->wake.expires_after(std::chrono::hours(24));
       co_await core->wake.async_wait(use_tuple);
       continue;
@@ -453,6 +501,8 @@ asio::awaitable<std::string> session(std::shared_ptr<agent_core> core, std::shar
       break;
     }
     const std::uint64_t rid = l->next_req++;
+    const std::uint64_t sent_dropped = core->queue.dropped();
+    const std::string sent_problem = core->problem;
     l->send_raw(build_report(*core, *batch, rid), rid);
     auto r = co_await await_reply(core, l, rid);
     if (!r) break;
@@ -466,9 +516,16 @@ asio::awaitable<std::string> session(std::shared_ptr<agent_core> core, std::shar
     }
     const auto ack = (*r)["ack"].get<std::uint64_t>();
     const auto before = core->queue.size();
-    if (auto a = core->queue.ack(ack); !a)
-      std::fprintf(stderr, "agent: warning: %s\n", a.error().c_str());
+    if (auto a = core->queue.ack(ack); !a) {
+      ++core->stats.acks_refused;
+      std::fprintf(stderr, "agent: warning: central %s: %s\n", core->where().c_str(),
+                   a.error().c_str());
+      l->close("the central acknowledged results this agent never sent");
+      break;
+    }
     core->stats.delivered += before - core->queue.size();
+    core->told_dropped = sent_dropped;
+    core->told_problem = sent_problem;
     ++core->stats.reports;
   }
   core->stats.connected = false;
@@ -531,7 +588,7 @@ agent::agent(asio::io_context& io, agent_queue& queue, agent_options opts)
     : core_(std::make_shared<detail::agent_core>(io, queue, std::move(opts))) {
   if (core_->opts.retry_min.count() <= 0) core_->opts.retry_min = std::chrono::milliseconds(100);
   if (core_->opts.retry_max < core_->opts.retry_min) core_->opts.retry_max = core_->opts.retry_min;
-  if (core_->opts.batch == 0) core_->opts.batch = 1;
+  core_->opts.batch = std::clamp<std::size_t>(core_->opts.batch, 1, 500);  // the protocol's limit
 }
 
 agent::~agent() {

@@ -78,6 +78,15 @@ result fail(std::string msg) {
   return tl::unexpected(command_error{std::move(msg), {}});
 }
 
+// The host part of a peer address ("127.0.0.1:4000", "[::1]:4000") is loopback.
+bool peer_is_loopback(const std::string& peer) {
+  std::string host = peer;
+  if (auto c = host.rfind(':'); c != std::string::npos) host = host.substr(0, c);
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return is_loopback_host(host);
+}
+
 std::optional<std::string> string_field(const json& body, const char* key) {
   auto it = body.find(key);
   if (it == body.end() || !it->is_string()) return std::nullopt;
@@ -94,31 +103,27 @@ agent_service::agent_service(asio::io_context& io, control_server& server, agent
   using client = control_client&;
 
   server.add_command(
-      "agent_hello", "an agent introduces itself: agent, queue_id, interval_ms, facts",
+      "agent_hello",
+      "an agent introduces itself: agent, queue_id, next_seq, key, interval_ms, facts",
       [st, weak](client c, req r) -> result {
-        auto name = string_field(r.body, "agent");
-        auto qid = string_field(r.body, "queue_id");
-        if (!name || !qid) return fail("agent_hello needs \"agent\" and \"queue_id\" (strings)");
-        std::int64_t ms = 5000;
-        if (auto it = r.body.find("interval_ms"); it != r.body.end() && it->is_number_integer())
-          ms = it->get<std::int64_t>();
-        if (ms < 100) ms = 100;
-        json facts = r.body.contains("facts") ? r.body["facts"] : json::object();
-        auto last = st->reg.hello(*name, *qid, facts, std::chrono::milliseconds(ms), c.peer());
+        auto h = decode_agent_hello(r.body);
+        if (!h) return fail(h.error());
+        auto last = st->reg.hello(*h, c.peer(), peer_is_loopback(c.peer()));
         if (!last) return fail(last.error());
+        const std::string& name = h->agent;
         // A second connection with the same name replaces the first.
-        if (auto old = st->conn_of.find(*name); old != st->conn_of.end() && old->second != c.id()) {
+        if (auto old = st->conn_of.find(name); old != st->conn_of.end() && old->second != c.id()) {
           st->agent_of.erase(old->second);
           if (auto* oc = st->server.find_client(old->second)) oc->finish();
         }
         if (auto prev = st->agent_of.find(c.id());
-            prev != st->agent_of.end() && prev->second != *name)
+            prev != st->agent_of.end() && prev->second != name)
           st->conn_of.erase(prev->second);
         // Reports carry up to 4 MiB of results (docs/agents.md), beyond [control] max_line.
         c.set_max_line(agent_max_line);
         bool fresh = !st->agent_of.count(c.id());
-        st->conn_of[*name] = c.id();
-        st->agent_of[c.id()] = *name;
+        st->conn_of[name] = c.id();
+        st->agent_of[c.id()] = name;
         if (fresh)
           c.on_close([weak, id = c.id()] {
             auto s = weak.lock();
@@ -131,42 +136,53 @@ agent_service::agent_service(asio::io_context& io, control_server& server, agent
             }
             s->agent_of.erase(it);
           });
-        return json{{"agent", *name}, {"last_seq", *last}};
+        return json{{"agent", name}, {"last_seq", *last}};
       });
 
-  server.add_command("report", "an agent's results: queue_id, results (each with seq), dropped",
+  // A report and an info_reply speak for the agent that said hello on this connection (and
+  // proved its key there), whatever name they carry.
+  server.add_command("report",
+                     "an agent's results: queue_id, next_seq, results (each with seq), dropped",
                      [st](client c, req r) -> result {
                        auto it = st->agent_of.find(c.id());
                        if (it == st->agent_of.end()) return fail("agent_hello first");
-                       auto qid = string_field(r.body, "queue_id").value_or("");
-                       std::uint64_t dropped = 0;
-                       if (auto d = r.body.find("dropped");
-                           d != r.body.end() && d->is_number_unsigned())
-                         dropped = d->get<std::uint64_t>();
-                       static const json empty = json::array();
-                       const json& results = r.body.contains("results") ? r.body["results"] : empty;
-                       auto ack = st->reg.report(it->second, qid, results, dropped);
+                       auto rep = decode_agent_report(r.body);
+                       if (!rep) return fail(rep.error());
+                       auto ack = st->reg.report(it->second, *rep);
                        if (!ack) return fail(ack.error());
                        return json{{"ack", *ack}};
                      });
 
-  server.add_command(
-      "info_reply", "an agent answers an info event: id, facts", [st](client c, req r) -> result {
-        auto it = st->agent_of.find(c.id());
-        if (it == st->agent_of.end()) return fail("agent_hello first");
-        json facts = r.body.contains("facts") ? r.body["facts"] : json::object();
-        st->reg.info_reply(it->second, facts);
-        std::int64_t id = 0;
-        if (auto i = r.body.find("id"); i != r.body.end() && i->is_number_integer())
-          id = i->get<std::int64_t>();
-        if (auto p = st->pending.find(id); p != st->pending.end()) {
-          if (auto* asker = st->server.find_client(p->second.requester))
-            asker->send_event(
-                {{"event", "agent_info"}, {"id", id}, {"agent", it->second}, {"facts", facts}});
-          st->pending.erase(p);
-        }
-        return json::object();
-      });
+  server.add_command("info_reply", "an agent answers an info event: id, facts",
+                     [st](client c, req r) -> result {
+                       auto it = st->agent_of.find(c.id());
+                       if (it == st->agent_of.end()) return fail("agent_hello first");
+                       auto info = decode_agent_info_reply(r.body);
+                       if (!info) return fail(info.error());
+                       if (auto k = st->reg.info_reply(it->second, info->facts); !k)
+                         return fail(k.error());
+                       if (auto p = st->pending.find(info->id);
+                           p != st->pending.end() && p->second.agent == it->second) {
+                         if (auto* asker = st->server.find_client(p->second.requester))
+                           asker->send_event({{"event", "agent_info"},
+                                              {"id", info->id},
+                                              {"agent", it->second},
+                                              {"facts", info->facts}});
+                         st->pending.erase(p);
+                       }
+                       return json::object();
+                     });
+
+  // `status` gains an "agents" section: counts, store failures, keys.
+  if (auto base = server.command("status"))
+    server.add_command("status",
+                       "uptime, task counts, in-flight probes, results per second, plugins, agents",
+                       [st, base](client c, req r) -> result {
+                         auto out = base(c, r);
+                         if (!out) return out;
+                         if (out->is_object()) (*out)["agents"] = st->reg.status_json();
+                         return out;
+                       });
 
   server.add_command("agents", "known agents: address, last seen, CPU, memory, load, state",
                      [st](client, req) -> result { return st->reg.table(); });

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sonde/engine/agent_protocol.hpp>
 #include <sonde/engine/agent_registry.hpp>
 #include <sonde/engine/output.hpp>
 #include <sonde/engine/state.hpp>
@@ -34,15 +35,15 @@ struct agent_registry::agent_state {
   std::unique_ptr<task_spec> other_spec, dead_spec;
   std::optional<status> dead_state;  // last state reported by the dead-man switch
   bool retired = false;
+  // Store failures are logged at once, then at most every 10 s with the count.
+  std::optional<steady::time_point> store_error_said;
+  std::uint64_t store_errors_unsaid = 0;
 };
 
 namespace {
 
 bool valid_queue_id(const std::string& q) {
-  if (q.empty() || q.size() > 64) return false;
-  return std::all_of(q.begin(), q.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '-' || c == '_' || c == '.';
-  });
+  return valid_agent_queue_id(q);
 }
 
 std::string safe_name(const std::string& name) {
@@ -53,31 +54,8 @@ std::string safe_name(const std::string& name) {
   return s;
 }
 
-// "2026-11-21T02:40:56.123456Z" (fraction optional). nullopt if not that shape.
 std::optional<wall::time_point> parse_time(const std::string& t) {
-  int y, mo, d, h, mi, s, n = 0;
-  if (std::sscanf(t.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &n) != 6 ||
-      n == 0)
-    return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  std::time_t secs = timegm(&tm);
-  long long ns = 0;
-  std::size_t i = static_cast<std::size_t>(n);
-  if (i < t.size() && t[i] == '.') {
-    long long scale = 100'000'000;
-    for (++i; i < t.size() && std::isdigit(static_cast<unsigned char>(t[i])); ++i) {
-      ns += (t[i] - '0') * scale;
-      scale /= 10;
-    }
-  }
-  return wall::time_point(std::chrono::duration_cast<wall::duration>(std::chrono::seconds(secs) +
-                                                                     std::chrono::nanoseconds(ns)));
+  return parse_agent_time(t);
 }
 
 status parse_status(const json& j) {
@@ -148,6 +126,8 @@ void fsync_dir(const std::string& dir) {
 
 agent_registry::agent_registry(agent_registry_options opts, warn_fn warn)
     : opts_(std::move(opts)), warn_(std::move(warn)) {
+  keys_path_ = !opts_.keys_file.empty() ? opts_.keys_file
+                                        : (fs::path(opts_.state_dir) / "agent-keys").string();
   if (opts_.window == 0) opts_.window = 1;
   if (opts_.dead_intervals < 1) opts_.dead_intervals = 1;
   // Agents stored by an earlier run are listed (offline) until they say hello; their stores
@@ -172,12 +152,7 @@ agent_registry::agent_registry(agent_registry_options opts, warn_fn warn)
 agent_registry::~agent_registry() = default;
 
 tl::expected<void, std::string> agent_registry::check_name(const std::string& name) {
-  if (name.empty() || name.size() > 128)
-    return tl::unexpected(std::string("agent name must be 1 to 128 bytes"));
-  for (unsigned char c : name)
-    if (c < 0x20 || c == 0x7f || c == '/')
-      return tl::unexpected(std::string("agent name must not contain '/' or control characters"));
-  return {};
+  return check_agent_name(name);
 }
 
 std::string agent_registry::store_path(const std::string& name) const {
@@ -241,6 +216,7 @@ agent_registry::agent_state* agent_registry::load(const std::string& name, std::
     if (l.empty()) continue;
     if (auto h = parse_head(l)) {
       auto& last = a.queues[h->queue_id];
+      if (last > 0 && h->seq > last + 1) a.view.lost += h->seq - last - 1;
       last = std::max(last, h->seq);
       a.view.dropped = std::max(a.view.dropped, h->dropped);
       last_qid = h->queue_id;
@@ -252,12 +228,19 @@ agent_registry::agent_state* agent_registry::load(const std::string& name, std::
       auto j = json::parse(l, nullptr, false);
       if (j.is_object() && j["state"].is_object()) {
         auto& st = j["state"];
+        // A state line sets the last seq of each queue it names: it starts a rotated file, or
+        // records a rewind (the agent's queue had written less than the store held).
         if (st.contains("queues") && st["queues"].is_object())
           for (auto& [q, v] : st["queues"].items())
             if (v.is_number_unsigned() && valid_queue_id(q)) {
-              a.queues[q] = std::max(a.queues[q], v.get<std::uint64_t>());
-              last_qid = st.value("queue_id", q);
+              a.queues[q] = v.get<std::uint64_t>();
+              last_qid = q;
             }
+        if (auto qi = st.find("queue_id");
+            qi != st.end() && qi->is_string() && valid_queue_id(qi->get<std::string>()))
+          last_qid = qi->get<std::string>();
+        if (auto lo = st.find("lost"); lo != st.end() && lo->is_number_unsigned())
+          a.view.lost = std::max(a.view.lost, lo->get<std::uint64_t>());
         if (st.contains("dropped") && st["dropped"].is_number_unsigned())
           a.view.dropped = std::max(a.view.dropped, st["dropped"].get<std::uint64_t>());
         continue;
@@ -267,11 +250,12 @@ agent_registry::agent_state* agent_registry::load(const std::string& name, std::
   }
   for (auto l : recent) {
     auto j = json::parse(l, nullptr, false);
-    if (!j.is_object() || !j["result"].is_object()) {
-      if (warn_) warn_(a.path + ": a recent result line is not valid JSON; ignored");
+    auto ri = j.is_object() ? j.find("result") : j.end();
+    if (!j.is_object() || ri == j.end() || !check_agent_result(*ri, "result")) {
+      if (warn_) warn_(a.path + ": a recent result line is not a valid result; ignored");
       continue;
     }
-    json r = j["result"];
+    json r = *ri;
     r["agent"] = name;
     if (r.value("type", "") == "system" && r["metrics"].is_object())
       a.view.latest_system = r["metrics"];
@@ -285,29 +269,145 @@ agent_registry::agent_state* agent_registry::load(const std::string& name, std::
   return &a;
 }
 
-tl::expected<std::uint64_t, std::string> agent_registry::hello(
-    const std::string& name, const std::string& queue_id, const json& facts,
-    std::chrono::milliseconds interval, const std::string& peer, steady::time_point now) {
-  if (auto ok = check_name(name); !ok) return tl::unexpected(ok.error());
-  if (!valid_queue_id(queue_id))
+tl::expected<void, std::string> agent_registry::refresh_keys() {
+  struct stat st {};
+  if (::stat(keys_path_.c_str(), &st) != 0) {
+    if (errno != ENOENT) {
+      keys_error_ = "cannot read " + keys_path_ + ": " + std::strerror(errno);
+      return tl::unexpected(keys_error_);
+    }
+    keys_.clear();
+    keys_error_.clear();
+    keys_stamp_ = {};
+    return {};
+  }
+  key_file_stamp stamp{
+      static_cast<std::uint64_t>(st.st_ino), static_cast<std::uint64_t>(st.st_size),
+      static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec, true};
+  if (stamp == keys_stamp_) {
+    if (!keys_error_.empty()) return tl::unexpected(keys_error_);
+    return {};
+  }
+  keys_stamp_ = stamp;
+  keys_.clear();
+  std::string text;
+  if (st.st_size > (1 << 20)) {
+    keys_error_ = keys_path_ + ": larger than 1 MiB; not an agent keys file";
+  } else {
+    std::ifstream in(keys_path_, std::ios::binary);
+    text.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in && !in.eof()) {
+      keys_error_ = "cannot read " + keys_path_ + ": " + std::strerror(errno);
+    } else if (auto k = parse_agent_keys(text, keys_path_); !k) {
+      keys_error_ = k.error();
+    } else {
+      keys_ = std::move(*k);
+      keys_error_.clear();
+    }
+  }
+  if (!keys_error_.empty()) {
+    if (warn_) warn_(keys_error_ + "; every agent_hello is refused until the file is fixed");
+    return tl::unexpected(keys_error_);
+  }
+  if ((st.st_mode & 0077) != 0 && warn_)
+    warn_(keys_path_ + " is accessible to other users; it holds the agents' keys (chmod 600 " +
+          keys_path_ + ")");
+  if (warn_)
+    warn_(keys_path_ + ": " + std::to_string(keys_.size()) + " agent key" +
+          (keys_.size() == 1 ? "" : "s") + " loaded");
+  return {};
+}
+
+tl::expected<bool, std::string> agent_registry::authenticate(const std::string& name,
+                                                             const std::optional<std::string>& key,
+                                                             bool loopback) {
+  if (auto r = refresh_keys(); !r)
+    return tl::unexpected("the central's agent keys file is unusable (" + r.error() +
+                          "); ask its operator to fix it");
+  auto it = keys_.find(name);
+  if (it != keys_.end()) {
+    if (!key)
+      return tl::unexpected("agent '" + name +
+                            "' must present its key (the central lists one for it): start the "
+                            "agent with --key-file");
+    if (!agent_key_equal(*key, it->second))
+      return tl::unexpected("wrong key for agent '" + name + "'");
+    return true;
+  }
+  if (!loopback)
+    return tl::unexpected("agent '" + name +
+                          "' has no key on the central; agents connecting "
+                          "from beyond loopback need one: add the line '" +
+                          name + " <key>' to " + keys_path_ +
+                          " and start the agent with --key-file");
+  return false;
+}
+
+tl::expected<std::uint64_t, std::string> agent_registry::hello(const agent_hello& h,
+                                                               const std::string& peer,
+                                                               bool loopback,
+                                                               steady::time_point now) {
+  if (auto ok = check_name(h.agent); !ok) return tl::unexpected(ok.error());
+  if (!valid_queue_id(h.queue_id))
     return tl::unexpected(std::string("\"queue_id\" must be 1 to 64 characters of [A-Za-z0-9._-]"));
-  auto it = agents_.find(name);
+  if (h.next_seq == 0 || h.next_seq > agent_limits::max_seq + 1)
+    return tl::unexpected("\"next_seq\" " + std::to_string(h.next_seq) +
+                          " is beyond what any agent queue gives out (at most 2^53)");
+  if (h.dropped > h.next_seq - 1)
+    return tl::unexpected("\"dropped\" " + std::to_string(h.dropped) +
+                          " is more than the queue's numbers given out (" +
+                          std::to_string(h.next_seq - 1) + ")");
+  if (auto f = check_agent_facts(h.facts); !f) return tl::unexpected(f.error());
+  auto auth = authenticate(h.agent, h.key, loopback);
+  if (!auth) {
+    if (warn_) warn_("agent_hello from " + peer + " refused: " + auth.error());
+    return tl::unexpected(auth.error());
+  }
+  auto it = agents_.find(h.agent);
   agent_state* a = it != agents_.end() && it->second->view.seen_live ? it->second.get() : nullptr;
   if (!a) {
     std::string err;
-    a = load(name, err);
+    a = load(h.agent, err);
     if (!a) return tl::unexpected(err);
   }
   auto& v = a->view;
   bool was_critical = v.critical;
   v.seen_live = true;
   v.connected = true;
+  v.keyed = *auth;
   a->retired = false;
   v.peer = peer;
-  if (facts.is_object()) v.facts = facts;
-  if (interval.count() > 0) v.interval = interval;
-  v.queue_id = queue_id;
-  v.last_seq = a->queues.count(queue_id) ? a->queues[queue_id] : 0;
+  v.facts = h.facts;
+  v.interval = std::max(h.interval, std::chrono::milliseconds(100));
+  v.queue_id = h.queue_id;
+  v.next_seq = h.next_seq;
+  v.queued = h.queued;
+  v.problem = h.problem;
+  v.version = h.version;
+  v.dropped = std::max(v.dropped, h.dropped);
+  v.last_seq = a->queues.count(h.queue_id) ? a->queues[h.queue_id] : 0;
+  if (v.last_seq >= h.next_seq) {
+    // The store holds numbers this queue never wrote: results forged in its name, or the
+    // agent's state directory restored from an older copy. Continue from what the agent has,
+    // so that its results are stored again rather than skipped as duplicates for ever.
+    std::uint64_t held = v.last_seq;
+    v.last_seq = h.next_seq - 1;
+    a->queues[h.queue_id] = v.last_seq;
+    if (warn_)
+      warn_("agent " + h.agent + ": the store holds results up to seq " + std::to_string(held) +
+            " of queue " + h.queue_id + " but the agent's queue has written only up to " +
+            std::to_string(v.last_seq) +
+            " (results it never sent: forged, or its state restored from an older copy); "
+            "continuing from " +
+            std::to_string(v.last_seq));
+    json st{{"state",
+             {{"queues", {{h.queue_id, v.last_seq}}},
+              {"queue_id", h.queue_id},
+              {"rewound_from", held},
+              {"dropped", v.dropped},
+              {"lost", v.lost}}}};
+    if (auto w = append(*a, st.dump() + "\n"); !w) store_failed(*a, w.error(), now);
+  }
   v.last_seen = now;
   v.last_seen_wall = v.last_hello_wall = wall::now();
   if (was_critical) {
@@ -315,6 +415,36 @@ tl::expected<std::uint64_t, std::string> agent_registry::hello(
     dead_man_record(*a, false, now);
   }
   return v.last_seq;
+}
+
+void agent_registry::store_failed(agent_state& a, const std::string& error,
+                                  steady::time_point now) {
+  auto& v = a.view;
+  ++v.store_failures;
+  ++store_failures_;
+  v.store_error = error;
+  last_store_error_ = "agent " + v.name + ": " + error;
+  if (!a.store_error_said || now - *a.store_error_said >= std::chrono::seconds(10)) {
+    if (warn_)
+      warn_("agent " + v.name + ": cannot store its results: " + error + " (" +
+            std::to_string(a.store_errors_unsaid) +
+            " more failure(s) since the last warning; nothing of them is acknowledged: the agent "
+            "keeps them queued and retries)");
+    a.store_error_said = now;
+    a.store_errors_unsaid = 0;
+  } else {
+    ++a.store_errors_unsaid;
+  }
+}
+
+void agent_registry::store_worked(agent_state& a) {
+  auto& v = a.view;
+  if (v.store_error.empty()) return;
+  if (warn_)
+    warn_("agent " + v.name + ": its results are stored again (" + a.path + " is writable)");
+  v.store_error.clear();
+  a.store_error_said.reset();
+  a.store_errors_unsaid = 0;
 }
 
 tl::expected<void, std::string> agent_registry::append(agent_state& a, const std::string& lines) {
@@ -355,8 +485,11 @@ tl::expected<void, std::string> agent_registry::rotate(agent_state& a) {
   // Every queue id's last seq is carried over (a queue id changes only when an agent's state
   // directory is recreated, so there are few).
   for (auto& [q, s] : a.queues) queues[q] = s;
-  json st{
-      {"state", {{"queues", queues}, {"dropped", a.view.dropped}, {"queue_id", a.view.queue_id}}}};
+  json st{{"state",
+           {{"queues", queues},
+            {"dropped", a.view.dropped},
+            {"lost", a.view.lost},
+            {"queue_id", a.view.queue_id}}}};
   std::string line = st.dump() + "\n";
   std::string tmp = a.path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -379,34 +512,57 @@ tl::expected<void, std::string> agent_registry::rotate(agent_state& a) {
 }
 
 tl::expected<std::uint64_t, std::string> agent_registry::report(const std::string& name,
-                                                                const std::string& queue_id,
-                                                                const json& results,
-                                                                std::uint64_t dropped,
+                                                                const agent_report& rep,
                                                                 steady::time_point now) {
   auto it = agents_.find(name);
   if (it == agents_.end() || !it->second->view.seen_live)
     return tl::unexpected(std::string("agent_hello first"));
   auto& a = *it->second;
   auto& v = a.view;
-  if (queue_id != v.queue_id)
+  if (rep.queue_id != v.queue_id)
     return tl::unexpected(std::string("\"queue_id\" differs from the one in agent_hello"));
+  if (rep.next_seq > agent_limits::max_seq + 1)
+    return tl::unexpected("\"next_seq\" " + std::to_string(rep.next_seq) +
+                          " is beyond what any agent queue gives out (at most 2^53)");
+  if (rep.next_seq < v.next_seq)
+    return tl::unexpected("\"next_seq\" " + std::to_string(rep.next_seq) + " is below the " +
+                          std::to_string(v.next_seq) +
+                          " this agent stated before (a queue's write position only grows)");
+  if (rep.dropped > rep.next_seq - 1)
+    return tl::unexpected("\"dropped\" " + std::to_string(rep.dropped) +
+                          " is more than the queue's numbers given out (" +
+                          std::to_string(rep.next_seq - 1) + ")");
+  const json& results = rep.results;
   if (!results.is_array()) return tl::unexpected(std::string("\"results\" must be a list"));
-  std::uint64_t last = v.last_seq;
+  if (results.size() > agent_limits::max_results)
+    return tl::unexpected(std::string("\"results\" has more than 500 entries"));
+  std::uint64_t last = v.last_seq, prev = 0, lost = 0;
   std::string lines;
   std::vector<const json*> accepted;
   std::uint64_t dups = 0;
-  std::uint64_t new_dropped = std::max(v.dropped, dropped);
-  for (const auto& r : results) {
-    auto s = r.find("seq");
-    if (!r.is_object() || s == r.end() || !s->is_number_unsigned() || s->get<std::uint64_t>() == 0)
-      return tl::unexpected(std::string("every result needs a positive integer \"seq\""));
-    auto seq = s->get<std::uint64_t>();
+  std::uint64_t new_dropped = std::max(v.dropped, rep.dropped);
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const json& r = results[i];
+    const std::string where = "results[" + std::to_string(i) + "]";
+    if (auto c = check_agent_result(r, where); !c) return tl::unexpected(c.error());
+    auto seq = r["seq"].get<std::uint64_t>();
+    if (seq <= prev)
+      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) + " does not follow " +
+                            std::to_string(prev) + " (results are in increasing seq)");
+    if (seq >= rep.next_seq)
+      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) +
+                            " is beyond what the agent's queue has written (\"next_seq\" " +
+                            std::to_string(rep.next_seq) + ")");
+    prev = seq;
     if (seq <= last) {
       ++dups;
       continue;
     }
+    // A gap after a stored result: numbers the agent gave out and never delivered (dropped at
+    // the bound, lost to a damaged file or a full disk).
+    if (last > 0 && seq > last + 1) lost += seq - last - 1;
     last = seq;
-    lines += "{\"queue_id\":\"" + queue_id + "\",\"seq\":" + std::to_string(seq) +
+    lines += "{\"queue_id\":\"" + rep.queue_id + "\",\"seq\":" + std::to_string(seq) +
              ",\"dropped\":" + std::to_string(new_dropped) + ",\"result\":";
     lines += r.dump(-1, ' ', false, json::error_handler_t::replace);
     lines += "}\n";
@@ -416,10 +572,19 @@ tl::expected<std::uint64_t, std::string> agent_registry::report(const std::strin
   v.last_seen_wall = wall::now();
   v.connected = true;
   v.duplicates += dups;
+  v.next_seq = rep.next_seq;
+  v.queued = rep.queued;
+  v.problem = rep.problem;
   if (!lines.empty()) {
-    if (auto w = append(a, lines); !w) return tl::unexpected(w.error());
-    v.last_seq = a.queues[queue_id] = last;
+    if (auto w = append(a, lines); !w) {
+      store_failed(a, w.error(), now);
+      return tl::unexpected("the central cannot store results now (" + w.error() +
+                            "); they stay queued on the agent");
+    }
+    store_worked(a);
+    v.last_seq = a.queues[rep.queue_id] = last;
     v.stored += accepted.size();
+    v.lost += lost;
   }
   v.dropped = new_dropped;
   if (v.critical) {
@@ -428,7 +593,7 @@ tl::expected<std::uint64_t, std::string> agent_registry::report(const std::strin
   }
   for (const json* r : accepted) deliver(a, *r);
   if (a.file_bytes > opts_.store_max_bytes) {
-    if (auto rr = rotate(a); !rr && warn_) warn_(rr.error());
+    if (auto rr = rotate(a); !rr) store_failed(a, rr.error(), now);
   }
   return v.last_seq;
 }
@@ -532,10 +697,13 @@ std::size_t agent_registry::sweep(steady::time_point now) {
   return changed;
 }
 
-void agent_registry::info_reply(const std::string& name, const json& facts) {
+tl::expected<void, std::string> agent_registry::info_reply(const std::string& name,
+                                                           const json& facts) {
   auto it = agents_.find(name);
-  if (it == agents_.end() || !facts.is_object()) return;
+  if (it == agents_.end()) return tl::unexpected("no agent named '" + name + "'");
+  if (auto c = check_agent_facts(facts); !c) return c;
   it->second->view.facts = facts;
+  return {};
 }
 
 void agent_registry::disconnected(const std::string& name) {
@@ -591,6 +759,13 @@ json agent_registry::table(steady::time_point now) const {
              {"dropped", v.dropped},
              {"stored", v.stored},
              {"duplicates", v.duplicates},
+             {"lost", v.lost},
+             {"next_seq", v.next_seq},
+             {"queued", v.queued},
+             {"queue_problem", v.problem.empty() ? json() : json(v.problem)},
+             {"store_error", v.store_error.empty() ? json() : json(v.store_error)},
+             {"store_failures", v.store_failures},
+             {"keyed", v.keyed},
              {"cpu", num_or_null(m, "cpu.total")},
              {"cpus", std::move(cores)},
              {"mem_used", num_or_null(m, "mem.used")},
@@ -603,12 +778,30 @@ json agent_registry::table(steady::time_point now) const {
     row["last_result"] =
         v.last_result_time ? json(format_time_rfc3339(*v.last_result_time, 3)) : json();
     if (v.facts.is_object()) {
-      row["os"] = v.facts.value("os", "");
-      row["hostname"] = v.facts.value("hostname", "");
+      row["os"] = str_field(v.facts, "os");
+      row["hostname"] = str_field(v.facts, "hostname");
     }
     rows.push_back(std::move(row));
   }
   return {{"agents", std::move(rows)}};
+}
+
+json agent_registry::status_json() const {
+  json failing = json::array();
+  std::size_t connected = 0;
+  for (const auto& [name, ap] : agents_) {
+    connected += ap->view.connected;
+    if (!ap->view.store_error.empty()) failing.push_back(name);
+  }
+  return {{"agents", agents_.size()},
+          {"connected", connected},
+          {"store", opts_.state_dir.empty() ? "agents" : opts_.state_dir + "/agents"},
+          {"store_failures", store_failures_},
+          {"store_failing", std::move(failing)},
+          {"store_error", last_store_error_.empty() ? json() : json(last_store_error_)},
+          {"keys_file", keys_path_},
+          {"keys", keys_.size()},
+          {"keys_error", keys_error_.empty() ? json() : json(keys_error_)}};
 }
 
 json agent_registry::info(const std::string& name) const {

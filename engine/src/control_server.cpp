@@ -741,6 +741,11 @@ void control_server::add_command(std::string name, std::string help, handler h) 
   core_->commands[std::move(name)] = detail::command_entry{std::move(help), std::move(h)};
 }
 
+control_server::handler control_server::command(const std::string& name) const {
+  auto it = core_->commands.find(name);
+  return it == core_->commands.end() ? handler() : it->second.fn;
+}
+
 void control_server::on_shutdown(std::function<void()> f) {
   core_->shutdown_hook = std::move(f);
 }

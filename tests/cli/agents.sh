@@ -152,5 +152,91 @@ done
 grep -q 'asked this agent to disconnect: test over' "$work/agent-a.err" && ok "agent says why" || bad "agent stderr: $(tail -3 "$work/agent-a.err")"
 [[ $(agent_field a state) == disconnected ]] && ok "a shows disconnected" || bad "a state $(agent_field a state)"
 
+
+# --- identity (issue 10 #3): a listed agent must present its key; forgers are refused --------
+key=0123456789abcdef0123456789abcdef
+printf '# agent keys\nk1 %s\n' "$key" >"$state/agent-keys"
+chmod 600 "$state/agent-keys"
+printf '%s\n' "$key" >"$work/k1.key"
+# raw_agent NAME FACTS_JSON [KEY]: one agent_hello (and, if accepted, a forged report) on a raw
+# connection; prints the replies' errors or "ok".
+raw_agent() {
+  python3 - "$port" "$@" <<'PY'
+import json, socket, sys
+port, name, facts = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+f = s.makefile("rw")
+def call(o):
+    f.write(json.dumps(o) + "\n"); f.flush()
+    return json.loads(f.readline())
+h = {"command": "agent_hello", "agent": name, "queue_id": "q1", "next_seq": 5, "seq": 1,
+     "facts": facts}
+if len(sys.argv) > 4: h["key"] = sys.argv[4]
+r = call(h)
+print("hello:", "ok" if r.get("ok") else r.get("error"))
+if r.get("ok"):
+    r = call({"command": "report", "queue_id": "q1", "next_seq": 5, "seq": 2,
+              "results": [{"seq": 18446744073709551615, "time": "2026-01-01T00:00:00Z",
+                           "task": "system", "type": "system", "status": "ok"}]})
+    print("report:", "ok" if r.get("ok") else r.get("error"))
+PY
+}
+out=$(raw_agent k1 '{}' 2>&1)
+contains "a forger without k1's key is refused" "hello: agent 'k1' must present its key"
+out=$(raw_agent k1 '{}' wrong-key-0123456789 2>&1)
+contains "a wrong key is refused" "hello: wrong key for agent 'k1'"
+"$S" agent --server "127.0.0.1:$port" --name k1 --key-file "$work/k1.key" --interval 1s \
+  --state-dir "$work/agent-k1" >"$work/agent-k1.out" 2>"$work/agent-k1.err" &
+pids+=($!)
+if wait_state k1 ok 10; then ok "k1 with --key-file is accepted"; else bad "k1: $(tail -3 "$work/agent-k1.err")"; fi
+[[ $(agent_field k1 keyed) == True ]] && ok "k1 shows keyed" || bad "k1 keyed: $(agent_field k1 keyed)"
+out=$(raw_agent k9 '{}' 2>&1)
+contains "an unlisted name on loopback is accepted" '^hello: ok$'
+contains "a seq of 2^64-1 is refused" '^report: "results\[0\]\.seq" is 18446744073709551615, beyond'
+
+# --- one bad agent cannot break the view (issue 10 #7) ---------------------------------------
+out=$(raw_agent evil '{"os": ["x"]}' 2>&1)
+contains "a hello with os [\"x\"] is refused naming the field" 'hello: "facts.os" must be a string'
+out=$("${C[@]}" agents 2>&1)
+rc=$?
+[[ $rc -eq 0 ]] && ok "sondectl agents still works" || bad "agents after a bad hello: exit $rc: $out"
+out=$("${C[@]}" --json status 2>&1)
+contains "status has an agents section" '"agents": *\{'
+
+# --- the agent's queue on a full filesystem (issue 10 #4): counted, a gap, said -------------
+full=$work/full
+mkdir -p "$full"
+if mount -t tmpfs -o size=2m tmpfs "$full" 2>/dev/null; then
+  trap 'umount -l "$full" 2>/dev/null; cleanup' EXIT
+  "$S" agent --server "127.0.0.1:$port" --name f --interval 100ms --state-dir "$full/agent-f" \
+    >"$work/agent-f.out" 2>"$work/agent-f.err" &
+  fpid=$!
+  pids+=($fpid)
+  wait_state f ok 10 || bad "f did not come up: $(tail -3 "$work/agent-f.err")"
+  dd if=/dev/zero of="$full/filler" bs=4k 2>/dev/null  # until the filesystem is full
+  sleep 2.5
+  d1=$(agent_field f dropped)
+  [[ ${d1:-0} =~ ^[1-9] ]] && ok "the central sees f's drops while its disk is full ($d1)" ||
+    bad "f dropped=$d1 while full: $(tail -3 "$work/agent-f.err")"
+  grep -q 'cannot queue a result: .*No space left on device.*counted as dropped' "$work/agent-f.err" &&
+    ok "the agent says so" || bad "agent f stderr: $(tail -3 "$work/agent-f.err")"
+  n=$(grep -c 'cannot queue a result' "$work/agent-f.err")
+  ((n <= 2)) && ok "said at most every 10 s ($n lines for ~25 losses)" || bad "$n warnings in 2.5 s"
+  [[ $(agent_field f queue_problem) == *"No space left"* ]] && ok "the central shows f's problem" ||
+    bad "queue_problem: $(agent_field f queue_problem)"
+  rm -f "$full/filler"
+  sleep 2
+  d2=$(agent_field f dropped)
+  l2=$(agent_field f lost)
+  [[ ${l2:-0} =~ ^[1-9] && $l2 == "$d2" ]] && ok "every drop is a gap the central counts (lost $l2 = dropped $d2)" ||
+    bad "after space returned: lost=$l2 dropped=$d2"
+  [[ $(agent_field f queue_problem) == None ]] && ok "the problem clears" || bad "problem: $(agent_field f queue_problem)"
+  kill -TERM "$fpid"
+  for _ in $(seq 50); do kill -0 "$fpid" 2>/dev/null || break; sleep 0.1; done
+  umount -l "$full"
+else
+  echo "skip: cannot mount a tmpfs (not root?); the full-disk case is covered by the unit tests"
+fi
+
 echo "agents.sh: $passes passed, $fails failed"
 ((fails == 0))

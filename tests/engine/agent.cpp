@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -73,6 +75,9 @@ class agent_thread {
     });
   }
   bool produced(int batches) const { return pushed_batches_.load() >= batches; }
+  /// The queue and the sender's counters (read them after stop()).
+  const agent_queue& queue() const { return *queue_; }
+  const agent_stats& stats() const { return agent_->stats(); }
   bool producing_done() const { return producer_done_.load(); }
   void stop() {
     if (!thread_.joinable()) return;
@@ -297,4 +302,68 @@ TEST_CASE("agent: sonde agent answers info with real facts and obeys disconnect"
   REQUIRE(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 0);
   CHECK_THAT(slurp(log), Catch::Contains("asked this agent to disconnect: decommissioned"));
+}
+
+TEST_CASE("agent: an acknowledgement beyond what the queue wrote is refused, not applied",
+          "[agent][integration]") {
+  temp_dir d;
+  fake_central central(d.path() + "/store.jsonl");
+  central.forge_ack(18446744073709551615ull);  // a forged report stored 2^64-1 at the central
+  {
+    agent_thread a(d.path() + "/state", central.port());
+    a.start();
+    a.push_now(0, 5);
+    REQUIRE(wait_until([&] { return central.count("a1") >= 5; }, 10s));
+    std::this_thread::sleep_for(200ms);
+    a.stop();
+    CHECK(a.stats().acks_refused >= 2);  // the hello's last_seq and the report's ack
+    CHECK(a.queue().acked() == 0);
+    CHECK(a.queue().next_seq() == 6);  // the counter did not wrap
+    CHECK(a.queue().size() == 5);      // nothing forgotten on a forged ack
+  }
+  // The agent starts again (before: "inconsistent pointers") and delivers to an honest central.
+  central.forge_ack(0);
+  agent_thread a(d.path() + "/state", central.port());
+  CHECK(a.queue().next_seq() == 6);
+  a.start();
+  a.push_now(5, 1);
+  REQUIRE(wait_until([&] { return central.count("a1") >= 6; }, 10s));
+  check_in_order(central.results("a1"), 1, 0);
+}
+
+TEST_CASE(
+    "agent: results that cannot be queued are counted, leave a gap and are told to the "
+    "central",
+    "[agent][integration]") {
+  temp_dir d;
+  fake_central central(d.path() + "/store.jsonl");
+  auto full = std::make_shared<std::atomic<bool>>(false);
+  agent_queue_options qo;
+  qo.fail_write = [full] { return full->load() ? ENOSPC : 0; };
+  agent_thread a(d.path() + "/state", central.port(), qo);
+  a.start();
+  a.push_now(0, 3);
+  REQUIRE(wait_until([&] { return central.count("a1") >= 3; }, 10s));
+  full->store(true);  // the disk is full
+  a.push_now(3, 4);
+  // Nothing is queued, yet the central hears of the drops and why.
+  REQUIRE(wait_until(
+      [&] {
+        auto r = central.last_report();
+        return r && (*r)["dropped"] == 4 && (*r)["results"].empty();
+      },
+      10s));
+  auto r = central.last_report().value();
+  CHECK(r["problem"].get<std::string>().find("No space left on device") != std::string::npos);
+  CHECK(central.dropped("a1") == 4);
+  full->store(false);
+  a.push_now(7, 1);
+  REQUIRE(wait_until([&] { return central.count("a1") >= 4; }, 10s));
+  auto got = central.results("a1");
+  REQUIRE(got.size() == 4);
+  CHECK(got[2].seq == 3);
+  CHECK(got[3].seq == 8);  // 4..7 were never written: the gap shows the loss
+  a.stop();
+  CHECK(a.stats().queue_failures == 4);
+  CHECK(a.queue().dropped() == 4);
 }

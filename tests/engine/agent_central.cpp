@@ -109,6 +109,7 @@ json hello(const std::string& name) {
           {"agent", name},
           {"seq", 1},
           {"queue_id", "q1"},
+          {"next_seq", 1000},
           {"interval_ms", 1000},
           {"facts", {{"os", "TestOS"}}}};
 }
@@ -126,7 +127,7 @@ TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect"
   CHECK(r["seq"] == 1);
 
   // 300 results: a line of about 150 KB, beyond the control channel's 64 KiB line limit.
-  json rep{{"command", "report"}, {"agent", "x"}, {"queue_id", "q1"},
+  json rep{{"command", "report"}, {"agent", "x"}, {"queue_id", "q1"},          {"next_seq", 1000},
            {"dropped", 0},        {"seq", 2},     {"results", results(1, 300)}};
   REQUIRE(rep.dump().size() > 65536);
   r = a.call(rep);
@@ -140,7 +141,8 @@ TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect"
   CHECK(got.front() == "x/system");
 
   client ctl(c.port);
-  r = ctl.call({{"command", "report"}, {"queue_id", "q1"}, {"results", results(1, 1)}});
+  r = ctl.call(
+      {{"command", "report"}, {"queue_id", "q1"}, {"next_seq", 2}, {"results", results(1, 1)}});
   CHECK(r["ok"] == false);
   CHECK(r["error"] == "agent_hello first");
   r = ctl.call({{"command", "agents"}});

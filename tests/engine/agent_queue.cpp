@@ -222,22 +222,36 @@ TEST_CASE("agent_queue: hostile or corrupt files give errors, not crashes", "[ag
     for (int i = 0; i < 3; ++i) REQUIRE(q->push("r"));
     REQUIRE(q->sync());
   }
-  SECTION("meta.json is not ours") {
+  const std::string id = open_q(dir)->queue_id();
+  std::vector<std::string> w;
+  SECTION("meta.json is not ours: rebuilt from the segments, same identity") {
     std::ofstream(dir + "/meta.json") << "{\"version\": 7}";
-    auto q = agent_queue::open(dir);
-    REQUIRE_FALSE(q);
-    CHECK_THAT(q.error(), Catch::Contains("meta.json") && Catch::Contains("not a sonde agent"));
+    auto q = open_q(dir, {}, &w);
+    REQUIRE_FALSE(w.empty());
+    CHECK_THAT(w[0], Catch::Contains("meta.json is damaged") && Catch::Contains("recovered"));
+    CHECK(q->queue_id() == id);
+    CHECK(seqs(*q) == std::vector<std::uint64_t>{1, 2, 3});
+    CHECK(q->next_seq() == 4);
   }
-  SECTION("meta.json with inconsistent pointers") {
+  SECTION("meta.json with inconsistent pointers (a forged ack near 2^64): rebuilt") {
     std::ofstream(dir + "/meta.json")
-        << R"({"version":1,"queue_id":"ab","head":9,"acked":20,"next":3,"dropped":0})";
-    REQUIRE_FALSE(agent_queue::open(dir));
+        << R"({"version":1,"queue_id":"ab","head":1,"acked":18446744073709551615,)"
+        << R"("next":18446744073709551615,"dropped":0})";
+    auto q = open_q(dir, {}, &w);
+    CHECK(q->queue_id() == id);  // the segments' CRC-checked header wins over a damaged file
+    CHECK(seqs(*q) == std::vector<std::uint64_t>{1, 2, 3});
+    CHECK(*q->push("r") == 4);
   }
-  SECTION("a segment with a foreign header") {
+  SECTION("a segment with a foreign header is moved aside, nothing is lost") {
     std::ofstream(dir + "/seg-00000000000000000100.q") << "GIF89a.........";
-    auto q = agent_queue::open(dir);
-    REQUIRE_FALSE(q);
-    CHECK_THAT(q.error(), Catch::Contains("seg-00000000000000000100.q"));
+    auto q = open_q(dir, {}, &w);
+    REQUIRE(w.size() == 1);
+    CHECK_THAT(w[0],
+               Catch::Contains("seg-00000000000000000100.q") && Catch::Contains("moved aside"));
+    CHECK(fs::exists(dir + "/seg-00000000000000000100.q.bad"));
+    CHECK(q->size() == 3);
+    CHECK(q->dropped() == 0);
+    CHECK(*q->push("r") == 4);
   }
   SECTION("a huge length field") {
     auto seg = segment_files(dir).at(0);
@@ -274,6 +288,227 @@ TEST_CASE("agent_queue: hostile or corrupt files give errors, not crashes", "[ag
     CHECK_FALSE(q->push(std::string(17, 'x')));
     CHECK(q->push(std::string(16, 'x')));
   }
+}
+
+namespace {
+// Offset of record `k` (1-based) in the first segment of a fresh queue whose records all have
+// payloads of `len` bytes: the v2 header is 76 bytes, each record 16 + len.
+std::streamoff record_offset(int k, std::size_t len) {
+  return static_cast<std::streamoff>(76 + static_cast<std::size_t>(k - 1) * (16 + len));
+}
+void flip_byte(const std::string& file, std::streamoff at) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(at);
+  char c = 0;
+  f.get(c);
+  f.seekp(at);
+  f.put(static_cast<char>(c ^ 0x5a));
+}
+std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
+  std::vector<std::uint64_t> v;
+  for (auto i = from; i <= to; ++i) v.push_back(i);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("agent_queue: damage skips to the next valid record and counts only real losses",
+          "[agent_queue]") {
+  sonde::test::temp_dir d;
+  std::string dir = d.path() + "/q";
+  {
+    auto q = open_q(dir);
+    for (int i = 10; i < 30; ++i) REQUIRE(q->push("record-" + std::to_string(i)));  // 9 bytes
+    REQUIRE(q->ack(5));
+    REQUIRE(q->sync());
+  }
+  auto seg = segment_files(dir).at(0);
+  std::vector<std::string> w;
+  SECTION("a flipped byte in an acknowledged record loses nothing") {
+    flip_byte(seg, record_offset(3, 9) + 16 + 2);  // in record 3's payload
+    auto q = open_q(dir, {}, &w);
+    REQUIRE_FALSE(w.empty());
+    CHECK_THAT(w[0], Catch::Contains("CRC mismatch") && Catch::Contains("next valid record"));
+    CHECK(seqs(*q) == range(6, 20));
+    CHECK(q->dropped() == 0);
+  }
+  SECTION("a flipped byte in an unacknowledged record loses that record only") {
+    flip_byte(seg, record_offset(10, 9) + 16 + 4);
+    auto q = open_q(dir, {}, &w);
+    auto expect = range(6, 9);
+    for (auto s : range(11, 20)) expect.push_back(s);
+    CHECK(seqs(*q) == expect);
+    CHECK(q->dropped() == 1);
+    REQUIRE(q->sync());
+    // The next start counts nothing again.
+    q.reset();
+    w.clear();
+    auto q2 = open_q(dir, {}, &w);
+    CHECK(q2->dropped() == 1);
+    CHECK(q2->size() == 14);
+  }
+  SECTION("a damaged length field: resynchronised on the next frame") {
+    flip_byte(seg, record_offset(12, 9) + 3);  // the top byte of record 12's length
+    auto q = open_q(dir, {}, &w);
+    CHECK(q->size() == 14);
+    CHECK(q->dropped() == 1);
+    CHECK(seqs(*q).back() == 20);
+    CHECK(*q->push("more") == 21);  // goes to a fresh segment: the damaged one is not appended to
+    q.reset();
+    auto q2 = open_q(dir, {}, &w);
+    CHECK(seqs(*q2).back() == 21);
+    CHECK(q2->dropped() == 1);
+  }
+  SECTION("a damaged segment header: the records are recovered") {
+    {
+      std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+      f.write("XXXXXXXX", 8);
+    }
+    auto q = open_q(dir, {}, &w);
+    REQUIRE_FALSE(w.empty());
+    CHECK_THAT(w[0], Catch::Contains("damaged segment header"));
+    CHECK(seqs(*q) == range(6, 20));
+    CHECK(q->dropped() == 0);
+    CHECK(*q->push("more") == 21);
+    q.reset();
+    auto q2 = open_q(dir, {}, &w);
+    CHECK(seqs(*q2) == range(6, 21));
+  }
+}
+
+TEST_CASE("agent_queue: a missing meta.json is rebuilt with the same identity", "[agent_queue]") {
+  sonde::test::temp_dir d;
+  std::string dir = d.path() + "/q", id;
+  {
+    auto q = open_q(dir);
+    id = q->queue_id();
+    for (int i = 0; i < 10; ++i) REQUIRE(q->push("r" + std::to_string(i)));
+    REQUIRE(q->ack(4));
+    REQUIRE(q->sync());
+  }
+  fs::remove(dir + "/meta.json");
+  std::vector<std::string> w;
+  auto q = open_q(dir, {}, &w);
+  REQUIRE_FALSE(w.empty());
+  CHECK_THAT(w[0], Catch::Contains("meta.json is missing") && Catch::Contains(id));
+  // Same queue id: the central answers its last seq (4) at hello, the agent acknowledges up
+  // to it before sending, so nothing is sent twice although the acknowledged records still in
+  // the tail segment are found again.
+  CHECK(q->queue_id() == id);
+  CHECK(seqs(*q) == range(1, 10));
+  REQUIRE(q->ack(4));
+  CHECK(seqs(*q) == range(5, 10));
+  CHECK(q->dropped() == 0);
+  CHECK(q->next_seq() == 11);
+  CHECK(fs::exists(dir + "/meta.json"));
+}
+
+TEST_CASE("agent_queue: an old-format queue without meta.json is refused with what to do",
+          "[agent_queue]") {
+  sonde::test::temp_dir d;
+  std::string dir = d.path() + "/q";
+  fs::create_directories(dir);
+  {
+    // A version 1 segment (no queue id in its header) holding one record, seq 1.
+    std::string payload = "{}";
+    std::string rec(16, '\0');
+    auto put = [&](std::size_t at, std::uint64_t v, int n) {
+      for (int i = 0; i < n; ++i)
+        rec[at + static_cast<std::size_t>(i)] = static_cast<char>(v >> (8 * i));
+    };
+    unsigned char seq[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    put(0, payload.size(), 4);
+    put(4, crc32(payload.data(), payload.size(), crc32(seq, 8)), 4);
+    put(8, 1, 8);
+    std::ofstream(dir + "/seg-00000000000000000001.q", std::ios::binary) << "SONDEQ1\n"
+                                                                         << rec << payload;
+  }
+  auto q = agent_queue::open(dir, {}, [](const std::string&) {});
+  REQUIRE_FALSE(q);
+  CHECK_THAT(q.error(), Catch::Contains("meta.json is missing") &&
+                            Catch::Contains("Restore meta.json") && Catch::Contains("move"));
+}
+
+TEST_CASE("agent_queue: stray segment files cause no phantom drops", "[agent_queue]") {
+  sonde::test::temp_dir d;
+  std::string dir = d.path() + "/q";
+  {
+    auto q = open_q(dir);
+    for (int i = 0; i < 5; ++i) REQUIRE(q->push("r" + std::to_string(i)));
+    REQUIRE(q->sync());
+  }
+  auto seg = segment_files(dir).at(0);
+  SECTION("an empty file with a large number") {
+    std::ofstream(dir + "/seg-00000000000000100000.q");
+  }
+  SECTION("a copy of a segment under a larger number") {
+    fs::copy_file(seg, dir + "/seg-00000000000000000050.q");
+  }
+  SECTION("a copy of a segment under a smaller name sorts first") {
+    fs::rename(seg, dir + "/seg-00000000000000000002.q");  // records 1..5 in a file named 2
+    fs::copy_file(dir + "/seg-00000000000000000002.q", seg);
+  }
+  std::vector<std::string> w;
+  auto q = open_q(dir, {}, &w);
+  CHECK(q->dropped() == 0);
+  CHECK(q->next_seq() == 6);
+  CHECK(seqs(*q) == range(1, 5));
+  CHECK(*q->push("r5") == 6);
+  REQUIRE(q->sync());
+  q.reset();
+  auto q2 = open_q(dir, {}, &w);
+  CHECK(q2->dropped() == 0);
+  INFO(Catch::Detail::stringify(w));
+  CHECK(seqs(*q2) == range(1, 6));
+}
+
+TEST_CASE("agent_queue: a result that cannot be written is counted and leaves a gap",
+          "[agent_queue]") {
+  sonde::test::temp_dir d;
+  std::string dir = d.path() + "/q";
+  int fail = 0;  // writes still to fail
+  agent_queue_options o;
+  o.fail_write = [&fail] { return fail > 0 ? (--fail, ENOSPC) : 0; };
+  {
+    auto q = open_q(dir, o);
+    REQUIRE(q->push("a"));
+    REQUIRE(q->push("b"));
+    fail = 3;
+    for (int i = 0; i < 3; ++i) {
+      auto r = q->push("lost");
+      REQUIRE_FALSE(r);
+      CHECK_THAT(r.error(), Catch::Contains("No space left on device"));
+    }
+    CHECK(q->dropped() == 3);
+    CHECK(*q->push("c") == 6);  // numbers 3..5 were consumed: the receiver sees the gap
+    CHECK(seqs(*q) == std::vector<std::uint64_t>{1, 2, 6});
+    REQUIRE(q->sync());
+  }
+  std::vector<std::string> w;
+  auto q = open_q(dir, {}, &w);
+  CHECK(q->dropped() == 3);  // counted once, not again as "lost with damaged files"
+  CHECK(w.empty());
+  CHECK(seqs(*q) == std::vector<std::uint64_t>{1, 2, 6});
+}
+
+TEST_CASE("agent_queue: an ack beyond what was written is refused", "[agent_queue]") {
+  sonde::test::temp_dir d;
+  std::string dir = d.path() + "/q";
+  {
+    auto q = open_q(dir);
+    for (int i = 0; i < 3; ++i) REQUIRE(q->push("r"));
+    auto r = q->ack(18446744073709551615ull);
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error(), Catch::Contains("beyond what this queue has written"));
+    CHECK_FALSE(q->ack(4));
+    CHECK(q->acked() == 0);
+    CHECK(q->size() == 3);
+    CHECK(q->next_seq() == 4);
+    REQUIRE(q->ack(3));
+    REQUIRE(q->sync());
+  }
+  auto q = open_q(dir);  // starts: the pointers were never corrupted
+  CHECK(q->next_seq() == 4);
+  CHECK(q->acked() == 3);
 }
 
 TEST_CASE("agent: --queue-max accepts counts, sizes and both", "[agent_queue]") {

@@ -114,6 +114,17 @@ class fake_central {
     std::lock_guard<std::mutex> g(m_);
     return reports_;
   }
+  /// Answer the next hello with `last_seq` n and every report with `ack` n whatever was stored
+  /// (a forged or broken central); 0 turns it off.
+  void forge_ack(std::uint64_t n) {
+    std::lock_guard<std::mutex> g(m_);
+    forged_ack_ = n;
+  }
+  /// The last report received (the whole request), if any.
+  std::optional<json> last_report() const {
+    std::lock_guard<std::mutex> g(m_);
+    return last_report_;
+  }
   std::uint64_t duplicates() const {
     std::lock_guard<std::mutex> g(m_);
     return duplicates_;
@@ -244,7 +255,7 @@ class fake_central {
         a.last = 0;
       }
       json r{{"ok", true}, {"agent", s.agent}};
-      if (tell_last_seq_) r["last_seq"] = a.last;
+      if (tell_last_seq_) r["last_seq"] = forged_ack_ ? forged_ack_ : a.last;
       reply(s, std::move(r), req);
     } else if (cmd == "report") {
       if (s.agent.empty()) {
@@ -252,6 +263,7 @@ class fake_central {
         return;
       }
       ++reports_;
+      last_report_ = req;
       auto& a = agents_[s.agent];
       std::ofstream outf(store_path_, std::ios::app);
       for (auto& r : req["results"]) {
@@ -276,7 +288,7 @@ class fake_central {
         s.close();  // stored, never acknowledged
         return;
       }
-      reply(s, {{"ok", true}, {"ack", a.last}}, req);
+      reply(s, {{"ok", true}, {"ack", forged_ack_ ? forged_ack_ : a.last}}, req);
     } else if (cmd == "info_reply") {
       info_replies_[req.value("id", std::int64_t{0})] = req;
       reply(s, {{"ok", true}}, req);
@@ -298,6 +310,8 @@ class fake_central {
   std::uint64_t reports_ = 0, duplicates_ = 0;
   int lose_ack_after_ = 0;
   bool tell_last_seq_ = true;
+  std::uint64_t forged_ack_ = 0;
+  std::optional<json> last_report_;
 };
 
 }  // namespace sonde::test

@@ -32,8 +32,9 @@ struct agent_options {
   std::string name;       ///< how this agent reports itself (default: the host name)
   listen_address server;  ///< the central engine's control address
   std::string token;      ///< sent in `agent_hello` when not empty
+  std::string key;        ///< this agent's key (docs/agents.md "Agent keys"), sent in `agent_hello`
   std::chrono::milliseconds interval{5000};    ///< reported in `agent_hello`
-  std::size_t batch = 500;                     ///< results per `report`, at most
+  std::size_t batch = 500;                     ///< results per `report`, at most (at most 500)
   std::size_t batch_bytes = 4u << 20;          ///< payload bytes per `report`, at most
   std::chrono::milliseconds retry_min{500};    ///< first reconnection delay
   std::chrono::milliseconds retry_max{30000};  ///< the delay doubles up to this
@@ -48,6 +49,8 @@ struct agent_stats {
   std::uint64_t reports = 0;    ///< reports acknowledged
   std::uint64_t delivered = 0;  ///< results acknowledged by the central
   std::uint64_t info_answered = 0;
+  std::uint64_t queue_failures = 0;  ///< results that could not be queued (counted as dropped)
+  std::uint64_t acks_refused = 0;    ///< acknowledgements beyond what the queue has written
   bool connected = false;
 };
 
@@ -64,8 +67,11 @@ class agent final : public result_sink {
   agent& operator=(const agent&) = delete;
   ~agent() override;
 
-  /// Queue a result (its original time is kept); wakes the sender. A queue error is printed
-  /// once per distinct message and the result is lost (counted nowhere else).
+  /// Queue a result (its original time is kept); wakes the sender. A result that cannot be
+  /// queued (full disk, I/O error) is counted in the queue's `dropped` and leaves a gap in the
+  /// numbering; the agent says so on stderr (at once, then at most every 10 s with the count)
+  /// and tells the central (`dropped` and `problem` in its next report, sent even when no
+  /// result is queued).
   void on_result(const result_record& r) override;
   /// Queue a result already formatted as a JSON object (design.md "Results" fields).
   void push_json(std::string_view object);

@@ -11,9 +11,13 @@
 /// Sequence numbers start at 1, only grow, and are never reused for a queue identity. The queue
 /// keeps every record that is neither acknowledged nor dropped; when a push would exceed the
 /// bound (records or bytes) the oldest records are dropped and counted in `dropped()`, which is
-/// persisted. Reopening the directory after a crash or restart restores the unacknowledged
-/// records and the numbering; a torn or corrupt record is reported through the warning
-/// callback (file and offset) and the file is truncated there, never a crash.
+/// persisted. A result that cannot be written (full disk, I/O error) consumes its number and is
+/// counted in `dropped()` too, so the receiver sees the gap. Reopening the directory after a
+/// crash or restart restores the unacknowledged records and the numbering; damage is reported
+/// through the warning callback (file and offset) and skipped (the scan resynchronises on the
+/// next valid CRC-framed record; a torn tail is truncated); only records really lost are
+/// counted as dropped. A missing or damaged `meta.json` is rebuilt from the segments (whose
+/// header records the queue id); a stray or foreign segment file is moved aside (`.bad`).
 ///
 /// Durability: `push` writes with write(2) only; `sync` makes every pushed record and the
 /// pointers durable (one fdatasync per call); `ack` persists the new pointers at once. The agent
@@ -39,6 +43,9 @@ struct agent_queue_options {
   std::uint64_t segment_bytes = 4ull << 20;  ///< a segment file is closed at this size
   std::uint32_t max_record = 1u << 20;       ///< a longer payload is refused (and a longer
                                              ///< length on disk is corruption)
+  /// Test seam: called before every segment write; a non-zero errno makes that write fail as
+  /// if the disk had returned it (e.g. ENOSPC).
+  std::function<int()> fail_write;
 };
 
 /// One queued record.
@@ -55,9 +62,10 @@ using queue_warning = std::function<void(const std::string&)>;
 class agent_queue {
  public:
   /// Open (or create, with missing parents) the queue in `dir`. Errors: the directory cannot
-  /// be created or locked (another agent uses it), `meta.json` is not a queue's meta file, a
-  /// segment file does not start with the queue's magic, I/O errors. Each message names the
-  /// file. Torn or corrupt records are not errors: they are truncated and reported to `warn`.
+  /// be created, read or locked (another agent uses it); `meta.json` is missing or damaged and
+  /// the segments are of the older format that does not record the queue's identity. Each
+  /// message names the file and says what to do. Damaged records, a damaged `meta.json` and
+  /// foreign segment files are not errors: they are recovered from and reported to `warn`.
   static tl::expected<std::unique_ptr<agent_queue>, std::string> open(const std::string& dir,
                                                                       agent_queue_options opts = {},
                                                                       queue_warning warn = {});
@@ -67,15 +75,16 @@ class agent_queue {
 
   /// Append a record and return its sequence number; drops the oldest records first when the
   /// bound would be exceeded. Errors: payload longer than `max_record`, write errors (the
-  /// segment is truncated back; nothing is half-written).
+  /// segment is truncated back; nothing is half-written). A record that is refused still
+  /// consumes its number and is counted in `dropped()`.
   tl::expected<std::uint64_t, std::string> push(std::string_view payload);
   /// Up to `n` of the oldest kept records (at least one if any, then as many as fit in
   /// `max_bytes` of payload), in sequence order. Errors: read errors naming the file.
   tl::expected<std::vector<queued_record>, std::string> peek(
       std::size_t n, std::size_t max_bytes = std::numeric_limits<std::size_t>::max()) const;
-  /// Everything up to `seq` was received: forget it and persist the new pointers. An ack at or
-  /// beyond `next_seq()` (the receiver has seen numbers this queue never gave out, e.g. after
-  /// the disk lost a tail) forgets every record and continues numbering after `seq`.
+  /// Everything up to `seq` was received: forget it and persist the new pointers. Errors: an
+  /// ack at or beyond `next_seq()` (the receiver claims numbers this queue never gave out: a
+  /// forgery or a confused receiver) is refused and changes nothing; write errors.
   tl::expected<void, std::string> ack(std::uint64_t seq);
   /// Make pushed records and the pointers durable; delete fully consumed segment files.
   tl::expected<void, std::string> sync();
@@ -103,6 +112,12 @@ class agent_queue {
     std::string path;
     std::uint64_t size = 0;
     mutable int fd = -1;
+    bool appendable = false;  ///< clean and of the current format: new records may go here
+  };
+  struct frame_ref {
+    std::uint64_t seq;
+    std::uint32_t offset;  // of the record header in the file
+    std::uint32_t len;     // payload length
   };
   struct rec {
     std::uint64_t seq;
@@ -113,7 +128,8 @@ class agent_queue {
 
   agent_queue() = default;
   tl::expected<void, std::string> load();
-  tl::expected<void, std::string> scan_segment(segment& s, bool last);
+  tl::expected<void, std::string> scan_segment(segment& s, bool last,
+                                               std::vector<frame_ref>& frames, std::string& id);
   tl::expected<void, std::string> write_meta();
   tl::expected<void, std::string> roll();
   void drop_front();

@@ -115,6 +115,9 @@ class control_server {
              std::chrono::milliseconds limit = std::chrono::milliseconds(1000));
   /// Add or replace a command in the dispatch table. `help` is one line for `hello`.
   void add_command(std::string name, std::string help, handler h);
+  /// The handler registered for `name` (empty if none), so a subsystem can extend a command
+  /// (the agents add their section to `status`).
+  handler command(const std::string& name) const;
   /// Connected clients.
   std::size_t client_count() const;
   /// The connected client with this id, or nullptr (valid until control returns to the loop).
