@@ -29,6 +29,7 @@
 #include <asio/write.hpp>
 
 #include <sonde/engine/agent.hpp>
+#include <sonde/engine/control_request.hpp>
 #include <sonde/engine/output.hpp>
 #include <sonde/system.hpp>
 #include <sonde/version.hpp>
@@ -316,8 +317,11 @@ asio::awaitable<void> run_reader(std::shared_ptr<agent_core> core, std::shared_p
     buf.erase(0, n);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
-    auto j = json::parse(line, nullptr, false);
-    if (!j.is_object()) continue;  // not ours to judge; the central's replies are objects
+    // The central's lines are input from the network like any other: depth, duplicate keys
+    // and NUL bytes are refused before anything walks them.
+    auto parsed = parse_json_untrusted(line);
+    if (!parsed || !parsed->is_object()) continue;  // the central's replies are objects
+    json& j = *parsed;
     if (j.contains("event")) {
       handle_event(core, l, j);
       continue;
