@@ -11,14 +11,8 @@ BUILD=${SONDE_BUILD_DIR:-build}
 TASKS=${TASKS:-1000}
 WATCHERS=${WATCHERS:-100}
 SECS=${SECS:-20}
-work=$(mktemp -d)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-
-"$BUILD/bin/sonde_test_listen" 600 >"$work/port" &
-pids+=($!)
-for _ in $(seq 50); do [[ -s $work/port ]] && break; sleep 0.1; done
-target=127.0.0.1:$(cat "$work/port")
+source "$(dirname "$0")/lib.sh"
+bench_listener 600
 {
   echo '[defaults]'
   echo 'interval = "1s"'
@@ -30,11 +24,7 @@ target=127.0.0.1:$(cat "$work/port")
   >/dev/null 2>"$work/engine.err" &
 engine=$!
 pids+=($engine)
-for _ in $(seq 100); do
-  port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$work/engine.err" | grep -oE '[0-9]+$' || true)
-  [[ -n $port ]] && break
-  sleep 0.1
-done
+bench_control_port "$work/engine.err"
 CTL=("$BUILD/bin/sondectl" --connect "127.0.0.1:$port")
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$engine/stat"; }

@@ -94,6 +94,22 @@ class test_engine {
   std::thread thread_;
 };
 
+// Start a control server for the task file on `listen` with `token`: "" if it listened, else
+// why not.
+std::string start_error(const std::string& path, listen_address listen, std::string token) {
+  auto tf = load_task_file(path, plugins());
+  if (!tf) return tf.error().front().to_string();
+  asio::io_context io;
+  scheduler s(io, tf->tasks, {});
+  task_set ts(s, plugins(), path, "");
+  control_options co;
+  co.listen = std::move(listen);
+  co.token = std::move(token);
+  control_server srv(io, s, ts, plugins(), co);
+  auto r = srv.start();
+  return r ? std::string() : r.error();
+}
+
 std::optional<json> find_task(const json& list, const std::string& name) {
   for (const auto& t : list["tasks"])
     if (t["name"] == name) return t;
@@ -765,17 +781,8 @@ TEST_CASE("control: token rules", "[control]") {
     CHECK(c.eof());
   }
   // Beyond loopback without a token: refused before anything listens.
-  auto tf = load_task_file(path, plugins());
-  REQUIRE(tf);
-  asio::io_context io;
-  scheduler s(io, tf->tasks, {});
-  task_set ts(s, plugins(), path, "");
-  control_options open;
-  open.listen = {"0.0.0.0", 0};
-  control_server srv(io, s, ts, plugins(), open);
-  auto r = srv.start();
-  REQUIRE(!r);
-  CHECK_THAT(r.error(), Catch::StartsWith("refusing to listen on 0.0.0.0:0 without a token"));
+  CHECK_THAT(start_error(path, {"0.0.0.0", 0}, ""),
+             Catch::StartsWith("refusing to listen on 0.0.0.0:0 without a token"));
 }
 
 TEST_CASE("control: shutdown replies, then the engine stops", "[control]") {
@@ -905,18 +912,8 @@ TEST_CASE("control: a weak token is refused beyond loopback", "[control]") {
   CHECK(check_token("0123456789abcdef", false));
   test::temp_dir dir;
   auto path = dir.write("t.toml", sleep_task("a"));
-  auto tf = load_task_file(path, plugins());
-  REQUIRE(tf);
-  asio::io_context io;
-  scheduler s(io, tf->tasks, {});
-  task_set ts(s, plugins(), path, "");
-  control_options open;
-  open.listen = {"0.0.0.0", 0};
-  open.token = "x";
-  control_server srv(io, s, ts, plugins(), open);
-  auto r = srv.start();
-  REQUIRE(!r);
-  CHECK_THAT(r.error(), Catch::Contains("at least 16 characters"));
+  CHECK_THAT(start_error(path, {"0.0.0.0", 0}, "x"), Catch::Contains("at least 16 characters"));
+  CHECK(start_error(path, {"0.0.0.0", 0}, "0123456789abcdef").empty());
 }
 
 TEST_CASE("control: hostile requests get errors and change nothing", "[control]") {

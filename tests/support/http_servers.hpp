@@ -154,20 +154,29 @@ enum class fault {
   close_at_once,  ///< close right after accepting
 };
 
+/// A listening TCP socket on 127.0.0.1 with a free port (stored in `port`); throws naming
+/// `who` when it cannot listen.
+inline int listen_on_loopback(unsigned short& port, const char* who) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(fd, 16) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error(std::string(who) + ": cannot listen on 127.0.0.1");
+  }
+  port = ntohs(a.sin_port);
+  return fd;
+}
+
 /// A blocking TCP server on 127.0.0.1:<port> in its own thread, for faults. Every wait is
 /// bounded (poll with 50 ms steps; a connection is held at most 10 s).
 class fault_server {
  public:
   explicit fault_server(fault mode) : mode_(mode) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::listen(fd_, 16) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("fault_server: cannot listen on 127.0.0.1");
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_on_loopback(port_, "fault_server");
     thread_ = std::thread([this] { serve(); });
   }
   ~fault_server() {
@@ -227,15 +236,7 @@ class fault_server {
 class canned_server {
  public:
   explicit canned_server(std::string response) : response_(std::move(response)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::listen(fd_, 16) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("canned_server: cannot listen on 127.0.0.1");
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_on_loopback(port_, "canned_server");
     thread_ = std::thread([this] { serve(); });
   }
   /// An HTTP/1.1 200 response with `body` and a Content-Length.
