@@ -113,4 +113,4 @@ print()
 print("jitter task: %d results over %.0f s (%.1f%% of its grid)" % (len(times), expected, 100 * len(times) / max(expected, 1)))
 print("hostile clients:", open(work + "/clients.json").read().strip())
 PY
-grep -E "warning|error" "$work/engine.err" | sort | uniq -c | sort -rn | head -10 || true
+grep -E "warning|error" "$work/engine.err" 2>/dev/null | sort | uniq -c | sort -rn | head -10 || true
