@@ -322,6 +322,29 @@ tl::expected<agent_hello, std::string> decode_agent_hello(const json& body) {
   return h;
 }
 
+tl::expected<void, std::string> check_agent_results(const json& results, std::uint64_t next_seq) {
+  if (!results.is_array()) return tl::unexpected(std::string("\"results\" must be a list"));
+  if (results.size() > lim::max_results)
+    return tl::unexpected("\"results\" has " + std::to_string(results.size()) +
+                          " entries; a report carries at most 500");
+  std::uint64_t prev = 0;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const json& res = results[i];
+    const std::string where = "results[" + std::to_string(i) + "]";
+    if (auto c = check_agent_result(res, where); !c) return tl::unexpected(c.error());
+    auto seq = res["seq"].get<std::uint64_t>();
+    if (seq <= prev)
+      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) + " does not follow " +
+                            std::to_string(prev) + " (results are in increasing seq)");
+    if (seq >= next_seq)
+      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) +
+                            " is beyond what the agent's queue has written (\"next_seq\" " +
+                            std::to_string(next_seq) + ")");
+    prev = seq;
+  }
+  return {};
+}
+
 tl::expected<agent_report, std::string> decode_agent_report(const json& body) {
   agent_report r;
   if (!body.is_object()) return tl::unexpected(std::string("a request must be an object"));
@@ -333,25 +356,7 @@ tl::expected<agent_report, std::string> decode_agent_report(const json& body) {
     return tl::unexpected(c.error());
   auto it = body.find("results");
   if (it == body.end()) return r;
-  if (!it->is_array()) return tl::unexpected(std::string("\"results\" must be a list"));
-  if (it->size() > lim::max_results)
-    return tl::unexpected("\"results\" has " + std::to_string(it->size()) +
-                          " entries; a report carries at most 500");
-  std::uint64_t prev = 0;
-  for (std::size_t i = 0; i < it->size(); ++i) {
-    const json& res = (*it)[i];
-    const std::string where = "results[" + std::to_string(i) + "]";
-    if (auto c = check_agent_result(res, where); !c) return tl::unexpected(c.error());
-    auto seq = res["seq"].get<std::uint64_t>();
-    if (seq <= prev)
-      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) + " does not follow " +
-                            std::to_string(prev) + " (results are in increasing seq)");
-    if (seq >= r.next_seq)
-      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) +
-                            " is beyond what the agent's queue has written (\"next_seq\" " +
-                            std::to_string(r.next_seq) + ")");
-    prev = seq;
-  }
+  if (auto c = check_agent_results(*it, r.next_seq); !c) return tl::unexpected(c.error());
   r.results = *it;
   return r;
 }

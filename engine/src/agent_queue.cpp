@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <sonde/engine/agent_queue.hpp>
+#include <sonde/engine/files.hpp>
 
 namespace sonde::engine {
 
@@ -84,14 +85,6 @@ bool read_all(int fd, void* data, std::size_t size, off_t at) {
     size -= static_cast<std::size_t>(n);
   }
   return true;
-}
-
-int fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = ::fsync(fd);
-  ::close(fd);
-  return rc;
 }
 
 tl::expected<void, std::string> make_dirs(const std::string& dir) {

@@ -15,6 +15,7 @@
 
 #include <sonde/engine/agent_protocol.hpp>
 #include <sonde/engine/agent_registry.hpp>
+#include <sonde/engine/files.hpp>
 #include <sonde/engine/output.hpp>
 #include <sonde/engine/state.hpp>
 
@@ -113,13 +114,6 @@ std::string fmt_seconds(double s) {
   char b[32];
   std::snprintf(b, sizeof b, "%.1fs", s);
   return b;
-}
-
-void fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
 }
 
 }  // namespace
@@ -453,17 +447,8 @@ tl::expected<void, std::string> agent_registry::append(agent_state& a, const std
   struct stat st {};
   bool fresh = ::fstat(fd, &st) == 0 && st.st_size == 0;
   std::uint64_t before = fresh ? 0 : static_cast<std::uint64_t>(st.st_size);
-  std::size_t done = 0;
   std::string err;
-  while (done < lines.size()) {
-    auto n = ::write(fd, lines.data() + done, lines.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = "cannot write " + a.path + ": " + std::strerror(n < 0 ? errno : ENOSPC);
-      break;
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  if (!write_all(fd, lines)) err = "cannot write " + a.path + ": " + std::strerror(errno);
   if (err.empty() && opts_.sync && ::fdatasync(fd) != 0)
     err = "cannot sync " + a.path + ": " + std::strerror(errno);
   if (!err.empty()) {
@@ -533,27 +518,14 @@ tl::expected<std::uint64_t, std::string> agent_registry::report(const std::strin
                           " is more than the queue's numbers given out (" +
                           std::to_string(rep.next_seq - 1) + ")");
   const json& results = rep.results;
-  if (!results.is_array()) return tl::unexpected(std::string("\"results\" must be a list"));
-  if (results.size() > agent_limits::max_results)
-    return tl::unexpected(std::string("\"results\" has more than 500 entries"));
-  std::uint64_t last = v.last_seq, prev = 0, lost = 0;
+  if (auto c = check_agent_results(results, rep.next_seq); !c) return tl::unexpected(c.error());
+  std::uint64_t last = v.last_seq, lost = 0;
   std::string lines;
   std::vector<const json*> accepted;
   std::uint64_t dups = 0;
   std::uint64_t new_dropped = std::max(v.dropped, rep.dropped);
-  for (std::size_t i = 0; i < results.size(); ++i) {
-    const json& r = results[i];
-    const std::string where = "results[" + std::to_string(i) + "]";
-    if (auto c = check_agent_result(r, where); !c) return tl::unexpected(c.error());
+  for (const json& r : results) {
     auto seq = r["seq"].get<std::uint64_t>();
-    if (seq <= prev)
-      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) + " does not follow " +
-                            std::to_string(prev) + " (results are in increasing seq)");
-    if (seq >= rep.next_seq)
-      return tl::unexpected("\"" + where + ".seq\" " + std::to_string(seq) +
-                            " is beyond what the agent's queue has written (\"next_seq\" " +
-                            std::to_string(rep.next_seq) + ")");
-    prev = seq;
     if (seq <= last) {
       ++dups;
       continue;

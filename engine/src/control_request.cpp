@@ -207,20 +207,16 @@ tl::expected<std::vector<std::string>, std::string> strings_of(const json& body,
   return out;
 }
 
-// 2^53-1: the largest integer a JavaScript (or any double-based) JSON client reads exactly, so
-// every id the engine accepts can be addressed again.
-constexpr std::uint64_t max_task_id = (1ULL << 53) - 1;
-
 bool positive_id(const json& v, std::int64_t& out) {
   if (!v.is_number_integer()) return false;
   if (v.is_number_unsigned()) {
     auto u = v.get<std::uint64_t>();
-    if (u == 0 || u > max_task_id) return false;
+    if (u == 0 || u > static_cast<std::uint64_t>(max_task_id)) return false;
     out = static_cast<std::int64_t>(u);
     return true;
   }
   auto i = v.get<std::int64_t>();
-  if (i < 1 || static_cast<std::uint64_t>(i) > max_task_id) return false;
+  if (i < 1 || i > max_task_id) return false;
   out = i;
   return true;
 }

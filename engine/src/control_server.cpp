@@ -150,16 +150,16 @@ struct session final : control_client, std::enable_shared_from_this<session> {
   // per result (the benchmark measured the per-write cost with 100 watchers).
   static constexpr auto result_linger = std::chrono::milliseconds(5);
 
-  session(std::shared_ptr<control_core> c, tcp::socket s, std::uint64_t id)
+  // `addr` is the peer's address as accept_loop read it ("?" if unknown).
+  session(std::shared_ptr<control_core> c, tcp::socket s, std::uint64_t id, std::string addr,
+          std::uint16_t port)
       : core(std::move(c)),
         id_(id),
         lines(core->opts.max_line),
         wake(core->io, steady::time_point::max()),
         gate(core->io, steady::time_point::max()) {
-    asio::error_code ec;
-    auto ep = s.remote_endpoint(ec);
-    addr_ = ec ? std::string("?") : ep.address().to_string();
-    peer_ = ec ? std::string("?") : listen_address{addr_, ep.port()}.to_string();
+    addr_ = std::move(addr);
+    peer_ = addr_ == "?" ? addr_ : listen_address{addr_, port}.to_string();
     if (core->tls)
       tls.emplace(std::move(s), *core->tls);
     else
@@ -867,7 +867,8 @@ asio::awaitable<void> accept_loop(std::shared_ptr<detail::control_core> core) {
     ++core->accepted;
     asio::error_code ignore;
     sock.set_option(tcp::no_delay(true), ignore);
-    auto s = std::make_shared<detail::session>(core, std::move(sock), core->next_id++);
+    auto s = std::make_shared<detail::session>(core, std::move(sock), core->next_id++,
+                                               std::move(addr), aec ? 0 : ep.port());
     s->start();
   }
 }

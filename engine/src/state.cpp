@@ -345,17 +345,11 @@ tl::expected<void, std::string> write_file_atomically(const std::string& path,
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return fail("cannot write", tmp);
-  std::size_t off = 0;
-  while (off < text.size()) {
-    auto n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      auto r = fail("cannot write", tmp);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return r;
-    }
-    off += static_cast<std::size_t>(n);
+  if (!write_all(fd, text)) {
+    auto r = fail("cannot write", tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return r;
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     auto r = fail("cannot write", tmp);
@@ -368,12 +362,7 @@ tl::expected<void, std::string> write_file_atomically(const std::string& path,
     return r;
   }
   // Make the rename itself durable.
-  std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  fsync_dir(p.has_parent_path() ? p.parent_path().string() : ".");
   return {};
 }
 

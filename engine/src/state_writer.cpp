@@ -126,12 +126,6 @@ void state_writer::completed(std::uint64_t ticket, std::string error) {
   }
 }
 
-void state_writer::flush() {
-  std::unique_lock lk(mu_);
-  std::uint64_t want = pending_ticket_;
-  flushed_.wait(lk, [&] { return attempted_ticket_ >= want || stop_; });
-}
-
 state_writer::counters state_writer::stats() const {
   std::lock_guard lk(mu_);
   auto c = counters_;
@@ -176,7 +170,6 @@ void state_writer::run() {
       ++counters_.failures;
       counters_.last_error = error;
     }
-    flushed_.notify_all();
     lk.unlock();
     if (!ok) {
       auto now = std::chrono::steady_clock::now();
@@ -223,27 +216,16 @@ bool state_writer::write_batch(const std::vector<state_record>& batch, bool snap
       journal_fd_ = ::open(journal.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
       if (journal_fd_ < 0) return fail("open", journal);
       // The new file's directory entry must be durable too, or a synced append could vanish.
-      int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (dfd >= 0) {
-        ::fsync(dfd);
-        ::close(dfd);
-      }
+      fsync_dir(dir.string());
       torn_ = true;  // start from the length known to be good
     }
     // After a failed write the journal may end in part of a line: cut it off first.
     if (torn_ && ::ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_)) != 0)
       return fail("truncate", journal);
     torn_ = false;
-    std::size_t off = 0;
-    while (off < lines.size()) {
-      auto n = ::write(journal_fd_, lines.data() + off, lines.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        if (n == 0) errno = EIO;
-        torn_ = true;
-        return fail("write", journal);
-      }
-      off += static_cast<std::size_t>(n);
+    if (!write_all(journal_fd_, lines)) {
+      torn_ = true;  // a torn line is cut at load; the next write cuts it first
+      return fail("write", journal);
     }
     if (::fdatasync(journal_fd_) != 0) {
       torn_ = true;

@@ -179,10 +179,6 @@ json task_set::state_stats() const {
   return j;
 }
 
-void task_set::flush_state() {
-  if (writer_) writer_->flush();
-}
-
 tl::expected<task_spec, task_set_error> task_set::validate(const json& fields) const {
   auto doc = std::make_shared<toml::table>();
   toml::table entry;
@@ -279,11 +275,9 @@ tl::expected<json, task_set_error> task_set::start(const task_definition& def) {
   if (def.id) {
     id = *def.id;
   } else {
-    // One above the largest, or the first free id when that would pass 2^53-1 (the largest a
-    // JSON client can address: parse_selector refuses larger ones).
-    constexpr std::int64_t max_id = (std::int64_t{1} << 53) - 1;
+    // One above the largest, or the first free id when that would pass max_task_id.
     id = by_id_.empty() ? 1 : by_id_.rbegin()->first + 1;
-    if (id > max_id) {
+    if (id > max_task_id) {
       id = 1;
       for (const auto& [used, n] : by_id_) {
         if (used != id) break;

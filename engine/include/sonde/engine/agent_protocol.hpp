@@ -97,6 +97,12 @@ tl::expected<void, std::string> check_agent_facts(const nlohmann::json& facts,
 /// fields, each a plain value (a newer agent's). `where` prefixes errors ("results[3]").
 tl::expected<void, std::string> check_agent_result(const nlohmann::json& result,
                                                    std::string_view where);
+/// Check a report's "results": a list of at most max_results records, each passing
+/// check_agent_result, in increasing seq, every seq below `next_seq` (what the agent's queue
+/// has written). Used by decode_agent_report and again by the registry, whose `report` is
+/// public.
+tl::expected<void, std::string> check_agent_results(const nlohmann::json& results,
+                                                    std::uint64_t next_seq);
 /// Check an agent name: 1 to 128 bytes, no control characters or '/'.
 tl::expected<void, std::string> check_agent_name(std::string_view name);
 /// Check a queue id: 1 to 64 characters of [A-Za-z0-9._-].

@@ -75,6 +75,10 @@ struct request_error {
 /// bad "token"/"protocol" types, a protocol version newer than ours. Never throws.
 tl::expected<control_request, request_error> parse_request(std::string_view line);
 
+/// The largest task id: 2^53-1, the largest integer a JavaScript (or any double-based) JSON
+/// client reads exactly, so every id the engine accepts or gives out can be addressed again.
+inline constexpr std::int64_t max_task_id = (std::int64_t{1} << 53) - 1;
+
 /// Which tasks `stop`, `pause` and `resume` act on: all, or names and ids.
 struct task_selector {
   bool all = false;

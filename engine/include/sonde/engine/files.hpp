@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <tl/expected.hpp>
 
@@ -40,5 +41,13 @@ inline constexpr int pipe_read_timeout_ms = 10000;
 tl::expected<std::string, file_error> read_regular_file(const std::string& path,
                                                         std::uint64_t max_bytes, const char* what,
                                                         bool allow_pipe = false);
+
+/// Write all of `data` at the descriptor's position (retrying after EINTR and short writes).
+/// False with errno set on failure (EIO when write(2) wrote nothing). Thread-safe.
+bool write_all(int fd, std::string_view data);
+
+/// fsync a directory, so that entries created, renamed or removed in it are durable. 0, or -1
+/// with errno set. Thread-safe.
+int fsync_dir(const std::string& dir);
 
 }  // namespace sonde::engine

@@ -65,8 +65,6 @@ class state_writer {
   /// Run `f` on the loop once everything up to `ticket` is written: with "" on success or the
   /// error that kept it from the disk (the change is in effect and will be retried).
   void when_saved(std::uint64_t ticket, std::function<void(const std::string& error)> f);
-  /// Block until everything submitted so far was attempted (tests, shutdown).
-  void flush();
   counters stats() const;
 
  private:
@@ -81,7 +79,7 @@ class state_writer {
   std::map<std::uint64_t, std::vector<std::function<void(const std::string&)>>> waiting_;
   // Shared with the worker.
   mutable std::mutex mu_;
-  std::condition_variable cv_, flushed_;
+  std::condition_variable cv_;
   std::map<std::string, state_record> pending_;
   std::uint64_t pending_ticket_ = 0, attempted_ticket_ = 0, durable_ticket_ = 0;
   bool stop_ = false, snapshot_due_ = false;

@@ -70,8 +70,6 @@ class task_set {
   void when_saved(std::uint64_t ticket, std::function<void(const std::string& error)> f);
   /// The persistence counters (null without a state directory).
   nlohmann::json state_stats() const;
-  /// Block until every change so far was written (shutdown, tests).
-  void flush_state();
   /// Tests: options for the writer made by load_state (e.g. a slow disk).
   void set_writer_options(state_writer::options o) { writer_opts_ = std::move(o); }
 
