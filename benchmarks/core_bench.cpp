@@ -7,9 +7,9 @@
 
 #include <sonde/condition.hpp>
 #include <sonde/duration.hpp>
-#include <sonde/engine/output.hpp>
-#include <sonde/engine/scheduler.hpp>
 #include <sonde/target.hpp>
+#include "core/output.hpp"
+#include "core/scheduler.hpp"
 
 using namespace sonde;
 using namespace sonde::engine;

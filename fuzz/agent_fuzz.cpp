@@ -17,8 +17,8 @@
 #include <string>
 #include <string_view>
 
-#include <sonde/engine/agent_protocol.hpp>
-#include <sonde/engine/control_request.hpp>
+#include "agents/agent_protocol.hpp"
+#include "control/control_request.hpp"
 
 namespace {
 

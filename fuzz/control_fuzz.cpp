@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include <sonde/engine/control_request.hpp>
+#include "control/control_request.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace e = sonde::engine;

@@ -20,11 +20,11 @@
 #include <asio/signal_set.hpp>
 
 #include <sonde/duration.hpp>
-#include <sonde/engine/agent.hpp>
-#include <sonde/engine/agent_queue.hpp>
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/plugin_host.hpp>
-#include <sonde/engine/scheduler.hpp>
+#include "agents/agent.hpp"
+#include "agents/agent_queue.hpp"
+#include "core/config.hpp"
+#include "core/plugin_host.hpp"
+#include "core/scheduler.hpp"
 
 namespace sonde::cli {
 

@@ -10,16 +10,16 @@
 #include <asio/co_spawn.hpp>
 #include <asio/signal_set.hpp>
 
-#include <sonde/engine/agent_commands.hpp>
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/control.hpp>
-#include <sonde/engine/engine_info.hpp>
-#include <sonde/engine/output.hpp>
-#include <sonde/engine/plugin_host.hpp>
-#include <sonde/engine/scheduler.hpp>
-#include <sonde/engine/state.hpp>
-#include <sonde/engine/task_set.hpp>
 #include <sonde/version.hpp>
+#include "agents/agent_commands.hpp"
+#include "control/control.hpp"
+#include "core/config.hpp"
+#include "core/engine_info.hpp"
+#include "core/output.hpp"
+#include "core/plugin_host.hpp"
+#include "core/scheduler.hpp"
+#include "core/state.hpp"
+#include "core/task_set.hpp"
 #ifdef SONDE_WITH_MIMALLOC
 #include <mimalloc.h>
 #endif

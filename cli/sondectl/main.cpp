@@ -23,8 +23,8 @@
 #include <nlohmann/json.hpp>
 
 #include <sonde/duration.hpp>
-#include <sonde/engine/control_request.hpp>
 #include <sonde/version.hpp>
+#include "control/control_request.hpp"
 
 using json = nlohmann::json;
 using asio::ip::tcp;

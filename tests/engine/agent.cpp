@@ -24,9 +24,9 @@
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 
-#include <sonde/engine/agent.hpp>
-#include <sonde/engine/output.hpp>
 #include <sonde/system.hpp>
+#include "agents/agent.hpp"
+#include "core/output.hpp"
 
 #include "support/fake_central.hpp"
 #include "support/files.hpp"

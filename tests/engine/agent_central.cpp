@@ -15,9 +15,9 @@
 
 #include <asio/post.hpp>
 
-#include <sonde/engine/agent_commands.hpp>
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/task_set.hpp>
+#include "agents/agent_commands.hpp"
+#include "core/config.hpp"
+#include "core/task_set.hpp"
 
 #include "support/files.hpp"
 #include "support/line_client.hpp"

@@ -10,8 +10,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <sonde/engine/agent.hpp>
-#include <sonde/engine/agent_queue.hpp>
+#include "agents/agent.hpp"
+#include "agents/agent_queue.hpp"
 
 #include "support/files.hpp"
 

@@ -9,8 +9,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <sonde/engine/agent_registry.hpp>
-#include <sonde/engine/output.hpp>
+#include "agents/agent_registry.hpp"
+#include "core/output.hpp"
 
 #include "support/files.hpp"
 

@@ -1,7 +1,7 @@
 // Task-file validation: every error positioned as FILE:LINE:COL, suggestions, nothing runs.
 #include <catch2/catch.hpp>
 
-#include <sonde/engine/config.hpp>
+#include "core/config.hpp"
 
 #include "support/files.hpp"
 #include "support/plugins.hpp"

@@ -15,10 +15,10 @@
 
 #include <asio/post.hpp>
 
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/control.hpp>
-#include <sonde/engine/state.hpp>
-#include <sonde/engine/task_set.hpp>
+#include "control/control.hpp"
+#include "core/config.hpp"
+#include "core/state.hpp"
+#include "core/task_set.hpp"
 
 #include "support/files.hpp"
 #include "support/line_client.hpp"

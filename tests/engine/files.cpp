@@ -10,8 +10,8 @@
 #include <fstream>
 #include <thread>
 
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/files.hpp>
+#include "core/config.hpp"
+#include "core/files.hpp"
 
 #include "support/files.hpp"
 

@@ -4,8 +4,8 @@
 
 #include <asio/steady_timer.hpp>
 
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/scheduler.hpp>
+#include "core/config.hpp"
+#include "core/scheduler.hpp"
 
 #include "support/files.hpp"
 #include "support/plugins.hpp"

@@ -3,9 +3,9 @@
 
 #include <asio/ip/tcp.hpp>
 
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/plugin_host.hpp>
-#include <sonde/engine/scheduler.hpp>
+#include "core/config.hpp"
+#include "core/plugin_host.hpp"
+#include "core/scheduler.hpp"
 
 #include "support/support.hpp"
 

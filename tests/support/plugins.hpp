@@ -2,7 +2,7 @@
 // The real plugins of the build tree plus the test fixture plugins, loaded once per test run.
 #include <string>
 
-#include <sonde/engine/plugin_host.hpp>
+#include "core/plugin_host.hpp"
 
 namespace sonde::test {
 

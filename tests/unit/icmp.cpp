@@ -8,8 +8,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/plugin_host.hpp>
+#include "core/config.hpp"
+#include "core/plugin_host.hpp"
 
 #include <arpa/inet.h>
 #include <poll.h>

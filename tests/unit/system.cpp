@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include <sonde/engine/config.hpp>
+#include "core/config.hpp"
 
 #include "support/c_abi.hpp"
 #include "support/files.hpp"

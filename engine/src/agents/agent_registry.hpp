@@ -44,8 +44,8 @@
 #include <nlohmann/json.hpp>
 #include <tl/expected.hpp>
 
-#include "agent_protocol.hpp"
-#include "scheduler.hpp"
+#include "agents/agent_protocol.hpp"
+#include "core/scheduler.hpp"
 
 namespace sonde::engine {
 

@@ -4,7 +4,7 @@
 #include <ctime>
 
 #include <sonde/duration.hpp>
-#include <sonde/engine/output.hpp>
+#include "core/output.hpp"
 
 namespace sonde::engine {
 

@@ -12,10 +12,10 @@
 #include <asio/post.hpp>
 #include <nlohmann/json.hpp>
 
-#include <sonde/engine/control_request.hpp>
-#include <sonde/engine/files.hpp>
-#include <sonde/engine/state.hpp>
-#include <sonde/engine/state_writer.hpp>
+#include "control/control_request.hpp"
+#include "core/files.hpp"
+#include "core/state.hpp"
+#include "core/state_writer.hpp"
 
 namespace sonde::engine {
 

@@ -5,7 +5,7 @@
 #include <charconv>
 #include <unordered_set>
 
-#include <sonde/engine/control_request.hpp>
+#include "control/control_request.hpp"
 
 namespace sonde::engine {
 

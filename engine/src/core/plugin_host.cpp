@@ -7,8 +7,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include <sonde/engine/engine_info.hpp>
-#include <sonde/engine/plugin_host.hpp>
+#include "core/engine_info.hpp"
+#include "core/plugin_host.hpp"
 
 namespace fs = std::filesystem;
 

@@ -28,11 +28,11 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
-#include <sonde/engine/agent.hpp>
-#include <sonde/engine/control_request.hpp>
-#include <sonde/engine/output.hpp>
 #include <sonde/system.hpp>
 #include <sonde/version.hpp>
+#include "agents/agent.hpp"
+#include "control/control_request.hpp"
+#include "core/output.hpp"
 
 namespace sonde::engine {
 

@@ -1,6 +1,6 @@
 // Build facts of the engine itself (its plugin fingerprint is computed in this TU's
 // configuration, which matches the plugins' because both use sonde::probes).
-#include <sonde/engine/engine_info.hpp>
+#include "core/engine_info.hpp"
 #include <sonde/plugin.hpp>
 
 namespace sonde::engine {

@@ -14,7 +14,7 @@
 
 #include <tl/expected.hpp>
 
-#include "config.hpp"
+#include "core/config.hpp"
 
 namespace sonde::engine {
 

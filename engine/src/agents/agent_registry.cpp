@@ -13,11 +13,11 @@
 #include <filesystem>
 #include <fstream>
 
-#include <sonde/engine/agent_protocol.hpp>
-#include <sonde/engine/agent_registry.hpp>
-#include <sonde/engine/files.hpp>
-#include <sonde/engine/output.hpp>
-#include <sonde/engine/state.hpp>
+#include "agents/agent_protocol.hpp"
+#include "agents/agent_registry.hpp"
+#include "core/files.hpp"
+#include "core/output.hpp"
+#include "core/state.hpp"
 
 namespace sonde::engine {
 

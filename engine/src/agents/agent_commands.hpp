@@ -8,8 +8,8 @@
 
 #include <asio/io_context.hpp>
 
-#include "agent_registry.hpp"
-#include "control.hpp"
+#include "agents/agent_registry.hpp"
+#include "control/control.hpp"
 
 namespace sonde::engine {
 

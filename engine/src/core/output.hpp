@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "scheduler.hpp"
+#include "core/scheduler.hpp"
 
 namespace sonde::engine {
 

@@ -15,8 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <sonde/engine/agent_queue.hpp>
-#include <sonde/engine/files.hpp>
+#include "agents/agent_queue.hpp"
+#include "core/files.hpp"
 
 namespace sonde::engine {
 

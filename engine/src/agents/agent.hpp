@@ -18,9 +18,9 @@
 #include <nlohmann/json.hpp>
 #include <tl/expected.hpp>
 
-#include "agent_queue.hpp"
-#include "control_request.hpp"
-#include "scheduler.hpp"
+#include "agents/agent_queue.hpp"
+#include "control/control_request.hpp"
+#include "core/scheduler.hpp"
 
 namespace sonde::engine {
 

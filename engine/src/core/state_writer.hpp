@@ -32,7 +32,7 @@
 #include <asio/io_context.hpp>
 #include <tl/expected.hpp>
 
-#include "state.hpp"
+#include "core/state.hpp"
 
 namespace sonde::engine {
 

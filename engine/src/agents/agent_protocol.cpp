@@ -9,8 +9,8 @@
 #include <cmath>
 #include <ctime>
 
-#include <sonde/engine/agent_protocol.hpp>
 #include <sonde/result.hpp>
+#include "agents/agent_protocol.hpp"
 
 namespace sonde::engine {
 

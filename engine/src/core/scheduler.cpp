@@ -3,7 +3,7 @@
 
 #include <asio/post.hpp>
 
-#include <sonde/engine/scheduler.hpp>
+#include "core/scheduler.hpp"
 
 namespace sonde::engine {
 

@@ -10,10 +10,10 @@
 
 #include <toml++/toml.h>
 
-#include <sonde/engine/files.hpp>
-#include <sonde/engine/output.hpp>
-#include <sonde/engine/state.hpp>
-#include <sonde/engine/state_writer.hpp>
+#include "core/files.hpp"
+#include "core/output.hpp"
+#include "core/state.hpp"
+#include "core/state_writer.hpp"
 
 namespace fs = std::filesystem;
 

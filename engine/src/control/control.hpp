@@ -16,10 +16,10 @@
 #include <nlohmann/json.hpp>
 #include <tl/expected.hpp>
 
-#include "control_request.hpp"
-#include "plugin_host.hpp"
-#include "scheduler.hpp"
-#include "task_set.hpp"
+#include "control/control_request.hpp"
+#include "core/plugin_host.hpp"
+#include "core/scheduler.hpp"
+#include "core/task_set.hpp"
 
 namespace sonde::engine {
 

@@ -17,9 +17,9 @@
 #include <nlohmann/json.hpp>
 #include <tl/expected.hpp>
 
-#include "control_request.hpp"
-#include "scheduler.hpp"
-#include "state_writer.hpp"
+#include "control/control_request.hpp"
+#include "core/scheduler.hpp"
+#include "core/state_writer.hpp"
 
 namespace sonde::engine {
 

@@ -22,7 +22,7 @@
 #include <sonde/detail/net.hpp>
 #include <sonde/result.hpp>
 
-#include "config.hpp"
+#include "core/config.hpp"
 
 namespace sonde::engine {
 

@@ -4,9 +4,9 @@
 
 #include <toml++/toml.h>
 
-#include <sonde/engine/output.hpp>
-#include <sonde/engine/state.hpp>
-#include <sonde/engine/task_set.hpp>
+#include "core/output.hpp"
+#include "core/state.hpp"
+#include "core/task_set.hpp"
 
 namespace sonde::engine {
 

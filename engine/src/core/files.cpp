@@ -8,7 +8,7 @@
 #include <chrono>
 #include <cstring>
 
-#include <sonde/engine/files.hpp>
+#include "core/files.hpp"
 
 namespace sonde::engine {
 

@@ -26,9 +26,9 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
-#include <sonde/engine/control.hpp>
-#include <sonde/engine/output.hpp>
 #include <sonde/version.hpp>
+#include "control/control.hpp"
+#include "core/output.hpp"
 
 namespace sonde::engine {
 

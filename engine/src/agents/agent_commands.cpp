@@ -3,7 +3,7 @@
 
 #include <asio/steady_timer.hpp>
 
-#include <sonde/engine/agent_commands.hpp>
+#include "agents/agent_commands.hpp"
 
 namespace sonde::engine {
 

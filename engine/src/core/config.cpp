@@ -12,9 +12,9 @@
 
 #include <toml++/toml.h>
 
-#include <sonde/engine/config.hpp>
-#include <sonde/engine/control_request.hpp>
-#include <sonde/engine/files.hpp>
+#include "control/control_request.hpp"
+#include "core/config.hpp"
+#include "core/files.hpp"
 
 namespace fs = std::filesystem;
 

@@ -15,7 +15,7 @@
 #include <sonde/duration.hpp>
 #include <sonde/options.hpp>
 
-#include "plugin_host.hpp"
+#include "core/plugin_host.hpp"
 
 namespace sonde::engine {
 
