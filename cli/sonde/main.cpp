@@ -12,6 +12,8 @@
 
 #include <sonde/version.hpp>
 #include "agents/agent_commands.hpp"
+#include "alarms/alarm_manager.hpp"
+#include "alarms/commands.hpp"
 #include "control/control.hpp"
 #include "core/config.hpp"
 #include "core/engine_info.hpp"
@@ -127,6 +129,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
 
   // The control channel and its state (not with --once: that run ends by itself).
   std::optional<task_set> tasks;
+  std::optional<alarms::alarm_manager> alarm_mgr;
   std::optional<control_server> control;
   // The central side of agents (docs/agents.md "The central"): on with the control channel.
   std::optional<agent_registry> agents;
@@ -139,6 +142,17 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
       print_errors(st.error(), tasks->state_path());
       return exit_usage;
     }
+    // Alarms and notifications (docs/alarms.md): judged over time, delivered through a durable
+    // outbox in the state directory.
+    alarms::alarm_manager_options ao;
+    ao.state_dir = state_dir;
+    ao.log = [](const std::string& l) { std::fprintf(stderr, "sonde: alarms: %s\n", l.c_str()); };
+    alarm_mgr.emplace(io, sched, tf->alarms, ao);
+    if (auto st = alarm_mgr->start(); !st) {
+      std::fprintf(stderr, "sonde: alarms: %s\n", st.error().c_str());
+      return exit_usage;
+    }
+    sched.add_sink(&*alarm_mgr);
     std::string listen = !control_flag.empty()         ? control_flag
                          : !tf->control.listen.empty() ? tf->control.listen
                                                        : std::string(control_default_listen);
@@ -194,8 +208,10 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
               ts.on_result(r);
           }
           control->publish(r);
+          alarm_mgr->on_result(r);
         });
         agent_cmds.emplace(io, *control, *agents);
+        alarms::add_alarm_commands(*control, *alarm_mgr);
       }
     }
   }
@@ -213,6 +229,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
                  static_cast<long long>(sched.stats().in_flight),
                  sched.stats().in_flight == 1 ? "" : "s");
     if (agent_cmds) agent_cmds->stop();
+    if (alarm_mgr) alarm_mgr->stop();  // what is pending stays in the outbox for the next start
     sched.stop(
         [&] {
           if (control)

@@ -124,6 +124,8 @@ class control_server {
   control_client* find_client(std::uint64_t id);
   /// Hand a result that did not come from the scheduler (an agent's) to the watchers.
   void publish(const result_record& r);
+  /// Hand an alarm event (docs/alarms.md) to the watchers that asked for alarms.
+  void publish_alarm(const nlohmann::json& event);
 
  private:
   std::shared_ptr<detail::control_core> core_;

@@ -303,6 +303,15 @@ tl::expected<watch_filter, std::string> parse_watch_filter(const json& body) {
     if (!v) return tl::unexpected(v.error());
     dst->insert(dst->end(), v->begin(), v->end());
   }
+  for (auto [key, dst] : {std::pair{"results", &f.results}, std::pair{"alarms", &f.alarms}}) {
+    auto it = body.find(key);
+    if (it == body.end()) continue;
+    if (!it->is_boolean())
+      return tl::unexpected(std::string("\"") + key + "\" must be true or false");
+    *dst = it->get<bool>();
+  }
+  if (!f.results && !f.alarms)
+    return tl::unexpected(std::string("a watch with \"results\": false needs \"alarms\": true"));
   for (const auto& s : f.statuses)
     if (s != "ok" && s != "warning" && s != "critical" && s != "unknown")
       return tl::unexpected("unknown status \"" + s +

@@ -94,12 +94,20 @@ tl::expected<task_selector, std::string> parse_selector(const nlohmann::json& bo
 /// Which results a watcher receives: empty lists match everything.
 struct watch_filter {
   std::vector<std::string> tasks, types, statuses;
+  bool results = true;  ///< stream results ("results": false turns them off)
+  bool alarms = false;  ///< stream alarm events too ("alarms": true)
   /// True if a result of `task`/`type`/`status` passes. `type` is compared case-insensitively.
   bool matches(std::string_view task, std::string_view type, std::string_view status) const;
+  /// The task and type parts only (alarm events have no result status).
+  bool matches_task(std::string_view task, std::string_view type) const {
+    watch_filter any = *this;
+    any.statuses.clear();
+    return any.matches(task, type, "");
+  }
 };
 
-/// Decode "task"/"name", "type"/"service", "status" (each a string or a list). Statuses must
-/// be ok, warning, critical or unknown.
+/// Decode "task"/"name", "type"/"service", "status" (each a string or a list), "results" and
+/// "alarms" (booleans). Statuses must be ok, warning, critical or unknown.
 tl::expected<watch_filter, std::string> parse_watch_filter(const nlohmann::json& body);
 
 /// A task definition from `start`, with the seed aliases resolved: "service" -> "type",

@@ -433,7 +433,7 @@ void control_core::on_result(const result_record& r) {
   std::shared_ptr<const std::string> line;
   auto st = to_string(r.state);
   for (auto& [id, s] : sessions) {
-    if (!s->watching || s->closed) continue;
+    if (!s->watching || s->closed || !s->filter.results) continue;
     if (!s->filter.matches(r.task->name, r.task->type, st)) continue;
     if (!line) {
       std::string l = "{\"event\":\"result\",\"result\":";
@@ -699,7 +699,10 @@ control_server::control_server(asio::io_context& io, scheduler& sched, task_set&
                   queue = it->get<std::size_t>();
                 }
                 c.watch(*f, queue);
-                return json{{"watching", true}, {"queue", queue ? queue : core->opts.watch_queue}};
+                return json{{"watching", true},
+                            {"queue", queue ? queue : core->opts.watch_queue},
+                            {"results", f->results},
+                            {"alarms", f->alarms}};
               });
   add_command("unwatch", "stop streaming results",
               [](client c, req) -> tl::expected<json, command_error> {
@@ -761,6 +764,25 @@ control_client* control_server::find_client(std::uint64_t id) {
 
 void control_server::publish(const result_record& r) {
   core_->on_result(r);
+}
+
+void control_server::publish_alarm(const json& event) {
+  auto& c = *core_;
+  if (c.watchers == 0) return;
+  std::shared_ptr<const std::string> line;
+  const auto task = event.value("task", std::string());
+  const auto type = event.value("type", std::string());
+  for (auto& [id, s] : c.sessions) {
+    if (!s->watching || s->closed || !s->filter.alarms) continue;
+    if (!s->filter.matches_task(task, type)) continue;
+    if (!line) {
+      std::string l = "{\"event\":\"alarm\",\"alarm\":";
+      l += event.dump(-1, ' ', false, json::error_handler_t::replace);
+      l += "}\n";
+      line = std::make_shared<const std::string>(std::move(l));
+    }
+    s->offer(line);
+  }
 }
 
 namespace {

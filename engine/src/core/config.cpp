@@ -12,9 +12,11 @@
 
 #include <toml++/toml.h>
 
+#include "alarms/alarm_config.hpp"
 #include "control/control_request.hpp"
 #include "core/config.hpp"
 #include "core/files.hpp"
+#include "core/toml_util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -59,9 +61,11 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
 namespace {
 
 const std::vector<std::string> common_keys = {"name",    "type", "target", "interval", "timeout",
-                                              "enabled", "tags", "warn",   "crit"};
+                                              "enabled", "tags", "warn",   "crit",     "alarm"};
 constexpr duration default_interval = std::chrono::seconds(60);
 constexpr duration default_timeout = std::chrono::seconds(5);
+
+}  // namespace
 
 source_pos pos_of(const std::string& file, const toml::source_region& r) {
   return {file, r.begin.line, r.begin.column};
@@ -109,6 +113,8 @@ tl::expected<duration, std::string> duration_from_node(const toml::node& n) {
   }
   return tl::unexpected("expected a duration such as \"10s\", not " + node_type_name(n));
 }
+
+namespace {
 
 tl::expected<option_value, std::string> option_from_node(std::string_view key, option_type t,
                                                          const toml::node& n) {
@@ -187,6 +193,7 @@ enum common_key : int {
   k_tags,
   k_warn,
   k_crit,
+  k_alarm,
   k_common_count,
   k_option = -1
 };
@@ -202,6 +209,8 @@ int common_key_of(std::string_view k) noexcept {
       if (k == "warn") return k_warn;
       if (k == "crit") return k_crit;
       return k_option;
+    case 5:
+      return k == "alarm" ? k_alarm : k_option;
     case 6:
       return k == "target" ? k_target : k_option;
     case 7:
@@ -435,13 +444,16 @@ tl::expected<task_file, std::vector<config_error>> read_engine_section(const std
     errors.push_back({pos_of(path, e.source()), std::string(e.description())});
     return tl::unexpected(errors);
   }
-  static const std::vector<std::string> top_keys = {"engine", "control", "defaults", "task"};
+  static const std::vector<std::string> top_keys = {"engine", "control",  "defaults",   "task",
+                                                    "alarms", "notifier", "maintenance"};
   for (auto&& [k, v] : *doc) {
     std::string key(k.str());
     if (std::find(top_keys.begin(), top_keys.end(), key) == top_keys.end())
-      errors.push_back({pos_of(path, k.source()),
-                        "unknown top-level key '" + key + "'" + did_you_mean(key, top_keys) +
-                            "; expected [engine], [control], [defaults] or [[task]]"});
+      errors.push_back(
+          {pos_of(path, k.source()),
+           "unknown top-level key '" + key + "'" + did_you_mean(key, top_keys) +
+               "; expected [engine], [control], [defaults], [alarms], [[task]], [[notifier]] or "
+               "[[maintenance]]"});
   }
   if (auto* eng = (*doc)["engine"].node()) {
     if (auto* t = eng->as_table()) {
@@ -518,6 +530,10 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
           err(where, "'" + key + "' cannot have a default (it is specific to each task)");
           continue;
         }
+        if (key == "alarm") {
+          err(where, "alarm defaults go in [alarms], not in [defaults]");
+          continue;
+        }
         const int ck = common_key_of(key);
         bool common = ck != k_option;
         bool option =
@@ -546,6 +562,8 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
         if (node == e.node) return value;
     return duration_from_node(*e.node);
   };
+
+  alarms::read_alarm_sections(path, doc, file.alarms, errors);
 
   const toml::array* tasks = nullptr;
   if (auto* tn = doc["task"].node()) {
@@ -698,6 +716,8 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
             (which == k_warn ? spec.warn : spec.crit).push_back(std::move(*c));
         }
       }
+      if (const raw_entry* e = entry_of(k_alarm))
+        spec.alarm = alarms::read_task_alarm(path, *e->node, file.alarms, errors);
       // probe options
       if (entry) {
         // No string copies on the common path: this runs for every key of every task.
@@ -740,6 +760,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
       if (errors.size() == errors_before) file.tasks.push_back(std::move(spec));
     }
   }
+  if (errors.empty()) alarms::check_alarm_references(path, doc, file.tasks, file.alarms, errors);
   if (!errors.empty()) return tl::unexpected(errors);
   return file;  // the caller drops `document` when it likes (freeing it is not free)
 }

@@ -15,6 +15,7 @@
 #include <sonde/duration.hpp>
 #include <sonde/options.hpp>
 
+#include "alarms/policy.hpp"
 #include "core/plugin_host.hpp"
 
 namespace sonde::engine {
@@ -78,6 +79,8 @@ struct task_spec {
   source_pos where;
   const probe_type_entry* entry = nullptr;
   std::shared_ptr<probe_instance> probe;  ///< ready to run
+  /// The task's `alarm = { ... }` over [alarms]; null: the [alarms] defaults apply.
+  std::shared_ptr<const alarms::alarm_policy> alarm;
 };
 
 /// [engine] settings.
@@ -106,6 +109,7 @@ struct task_file {
   std::string path;
   engine_settings engine;
   control_settings control;
+  alarms::alarm_settings alarms;  ///< [alarms], [[notifier]], [[maintenance]]
   std::vector<task_spec> tasks;
   std::shared_ptr<void> document;  ///< the parsed TOML; drop it once loaded to save memory
 };

@@ -327,6 +327,7 @@ void scheduler::release(scheduled_task& s) {
 bool scheduler::remove(std::string_view name) {
   auto* s = lookup(name);
   if (!s) return false;
+  for (auto* k : sinks_) k->on_removed(*s->spec_);
   index_.erase(s->spec_->name);
   if (s->spec_->enabled) --enabled_count_;
   --live_;

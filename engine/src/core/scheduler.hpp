@@ -80,6 +80,9 @@ class result_sink {
   virtual ~result_sink() = default;
   virtual void on_result(const result_record& r) = 0;
   virtual void flush() {}
+  /// A task was removed (stopped, or replaced by a reload: the same name may be added again
+  /// within the same turn of the loop). `t` is valid during the call only.
+  virtual void on_removed(const task_spec& t) { (void)t; }
 };
 
 struct scheduler_options {
