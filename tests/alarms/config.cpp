@@ -274,6 +274,8 @@ TEST_CASE("maintenance: one-off windows, local to their zone or absolute", "[ala
   CHECK(s.next_change == std::chrono::system_clock::time_point::max());
   w.absolute = true;
   w.start_seconds =
-      (sys_days(2026_y / December / 25) + std::chrono::hours(3)).time_since_epoch().count();
+      std::chrono::duration_cast<std::chrono::seconds>(
+          (sys_days(2026_y / December / 25) + std::chrono::hours(3)).time_since_epoch())
+          .count();
   CHECK(window_at(w, utc(2026_y / December / 25, 3, 1)).open);
 }
