@@ -27,6 +27,7 @@
 #endif
 
 #include "agent_cmd.hpp"
+#include "notify_cmd.hpp"
 
 using namespace sonde;
 using namespace sonde::engine;
@@ -424,6 +425,15 @@ int cmd_check(const std::string& file, const std::vector<std::string>& plugin_di
   for (auto& [t, n] : per_type) types += (types.empty() ? "" : ", ") + t + " " + std::to_string(n);
   std::printf("%s: ok, %zu task%s (%zu enabled)%s%s\n", file.c_str(), tf->tasks.size(),
               tf->tasks.size() == 1 ? "" : "s", enabled, types.empty() ? "" : ": ", types.c_str());
+  if (!tf->alarms.notifiers.empty() || !tf->alarms.maintenance.empty()) {
+    std::string n;
+    for (const auto& c : tf->alarms.notifiers)
+      n += (n.empty() ? "" : ", ") + c.spec.name + " (" + c.spec.type + ")";
+    std::printf("alarms: %zu notifier%s%s%s, %zu maintenance window%s\n",
+                tf->alarms.notifiers.size(), tf->alarms.notifiers.size() == 1 ? "" : "s",
+                n.empty() ? "" : ": ", n.c_str(), tf->alarms.maintenance.size(),
+                tf->alarms.maintenance.size() == 1 ? "" : "s");
+  }
   fast_exit(0);
 }
 
@@ -559,6 +569,13 @@ int main(int argc, char** argv) {
   plugins->add_option("--describe", describe, "Show the options and metrics of TYPE");
   add_plugin_dir(plugins);
 
+  std::string notify_name, notify_file;
+  auto* notify_test =
+      app.add_subcommand("notify-test", "Send a test message through a notifier of a task file");
+  notify_test->add_option("NOTIFIER", notify_name, "The notifier's name")->required();
+  notify_test->add_option("FILE", notify_file, "Task file (TOML) that defines it")->required();
+  add_plugin_dir(notify_test);
+
   auto run_agent = sonde::cli::add_agent_command(app);
 
   try {
@@ -572,6 +589,16 @@ int main(int argc, char** argv) {
     if (*run) return cmd_run(file, once, quiet, format, plugin_dirs, control_flag, state_dir);
     if (*probe) return cmd_probe(type, target, sets, timeout, format, warns, crits, plugin_dirs);
     if (*check) return cmd_check(file, plugin_dirs);
+    if (*notify_test) {
+      // Either order: the argument that is a file is the task file.
+      std::string name = notify_name, tasks = notify_file;
+      if (::access(name.c_str(), R_OK) == 0 && ::access(tasks.c_str(), R_OK) != 0)
+        std::swap(name, tasks);
+      plugin_host host;
+      auto tf = load_or_report(tasks, plugin_dirs, host);
+      if (!tf) return exit_usage;
+      return sonde::cli::notify_test(tf->alarms, name, tasks);
+    }
     if (*plugins) return cmd_plugins(describe, plugin_dirs);
     if (app.got_subcommand("agent")) return run_agent();
   } catch (const std::exception& e) {
