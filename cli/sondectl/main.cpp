@@ -24,6 +24,7 @@
 
 #include <sonde/duration.hpp>
 #include <sonde/version.hpp>
+#include "alarms.hpp"
 #include "control/control_request.hpp"
 
 using json = nlohmann::json;
@@ -469,6 +470,14 @@ int cmd_watch(const settings& s, json req, bool color, long long count) {
           print_result((*line)["result"], p);
         }
         if (count > 0 && ++seen >= count) return 0;
+      } else if (ev == "alarm") {
+        if (s.json_out) {
+          std::printf("%s\n", (*line)["alarm"].dump().c_str());
+          std::fflush(stdout);
+        } else {
+          sonde::sondectl::print_alarm_event((*line)["alarm"], p.on);
+        }
+        if (count > 0 && ++seen >= count) return 0;
       } else if (ev == "dropped") {
         std::fprintf(stderr,
                      "sondectl: %s results dropped: this terminal did not keep up (%s in all)\n",
@@ -713,6 +722,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"info", "disconnect"}));
   agent->add_option("--reason", agent_reason, "With disconnect: the reason the agent prints");
 
+  auto run_alarms = sonde::sondectl::add_alarm_commands(app);
+  bool walarms = false;
+  watch->add_flag("--alarms", walarms, "Alarm events instead of results");
   auto* send = app.add_subcommand("send", "Send one raw JSON request and print the reply");
   std::string raw;
   send->add_option("JSON", raw, "The request, e.g. '{\"command\":\"hello\"}'")->required();
@@ -810,10 +822,18 @@ int main(int argc, char** argv) {
       if (!wtypes.empty()) r["type"] = wtypes;
       if (!wstatus.empty()) r["status"] = wstatus;
       if (queue > 0) r["queue"] = queue;
+      if (walarms) {
+        r["alarms"] = true;
+        r["results"] = false;
+      }
       bool color = !no_color && !s.json_out && isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
       return cmd_watch(s, r, color, count);
     }
     if (*agents) return cmd_agents(s, agents_watch, agents_count);
+    if (auto rc = run_alarms([&](json r, std::function<void(const json&)> show) {
+          return simple(s, std::move(r), show);
+        }))
+      return *rc;
     if (*agent) {
       if (agent_action == "info") return cmd_agent_info(s, agent_name);
       json r{{"command", "agent"}, {"agent", agent_name}, {"action", "disconnect"}};
