@@ -444,8 +444,8 @@ void read_maintenance(const std::string& path, const toml::table& t, std::size_t
       start = &v;
     } else if (key == "duration") {
       auto d = duration_from_node(v);
-      if (!d || *d < std::chrono::minutes(1) || *d > std::chrono::hours(24 * 366))
-        err(vpos, "'duration' must be a duration from 1m to 366d" +
+      if (!d || *d < std::chrono::seconds(1) || *d > std::chrono::hours(24 * 366))
+        err(vpos, "'duration' must be a duration from 1s to 366d" +
                       (d ? std::string() : ": " + d.error()));
       else
         w.length = std::chrono::duration_cast<std::chrono::seconds>(*d);
