@@ -129,6 +129,20 @@ std::string format_task_toml(const task_spec& t) {
     o += std::string(key) + " = " + string_list(texts) + "\n";
   }
   for (const auto& [k, v] : t.options) o += toml_key(k) + " = " + toml_value(v) + "\n";
+  if (t.alarm) {  // the task's whole policy: [alarms] merged with its overrides
+    const auto& a = *t.alarm;
+    auto num = [](double d) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%g", d);
+      return std::string(b);
+    };
+    o += "alarm = { failure_threshold = " + std::to_string(a.failure_threshold) +
+         ", success_threshold = " + std::to_string(a.success_threshold) + ", renotify = " +
+         toml_string(format_duration_exact(a.renotify)) + ", notify = " + string_list(a.notify);
+    if (!a.depends_on.empty()) o += ", depends_on = " + toml_string(a.depends_on);
+    o += ", flap_window = " + std::to_string(a.flap_window) + ", flap_high = " + num(a.flap_high) +
+         ", flap_low = " + num(a.flap_low) + " }\n";
+  }
   return o;
 }
 
