@@ -148,12 +148,14 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
     alarms::alarm_manager_options ao;
     ao.state_dir = state_dir;
     ao.log = [](const std::string& l) { std::fprintf(stderr, "sonde: alarms: %s\n", l.c_str()); };
-    alarm_mgr.emplace(io, sched, tf->alarms, ao);
-    if (auto st = alarm_mgr->start(); !st) {
-      std::fprintf(stderr, "sonde: alarms: %s\n", st.error().c_str());
-      return exit_usage;
+    if (tf->alarms.enabled) {
+      alarm_mgr.emplace(io, sched, tf->alarms, ao);
+      if (auto st = alarm_mgr->start(); !st) {
+        std::fprintf(stderr, "sonde: alarms: %s\n", st.error().c_str());
+        return exit_usage;
+      }
+      sched.add_sink(&*alarm_mgr);
     }
-    sched.add_sink(&*alarm_mgr);
     std::string listen = !control_flag.empty()         ? control_flag
                          : !tf->control.listen.empty() ? tf->control.listen
                                                        : std::string(control_default_listen);
@@ -209,10 +211,10 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
               ts.on_result(r);
           }
           control->publish(r);
-          alarm_mgr->on_result(r);
+          if (alarm_mgr) alarm_mgr->on_result(r);
         });
         agent_cmds.emplace(io, *control, *agents);
-        alarms::add_alarm_commands(*control, *alarm_mgr);
+        if (alarm_mgr) alarms::add_alarm_commands(*control, *alarm_mgr);
       }
     }
   }

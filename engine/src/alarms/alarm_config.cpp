@@ -552,9 +552,17 @@ void read_alarm_sections(const std::string& path, const toml::table& doc, alarm_
   }
   auto p = std::make_shared<alarm_policy>();
   if (auto* n = doc.get("alarms")) {
-    if (auto* t = n->as_table())
-      read_policy_table(path, *t, *p, &out, true, "[alarms]", errors);
-    else
+    if (auto* t = n->as_table()) {
+      toml::table rest = *t;
+      if (auto* en = t->get("enabled")) {
+        if (auto b = en->value_exact<bool>())
+          out.enabled = *b;
+        else
+          errors.push_back({pos_of(path, en->source()), "'enabled' must be true or false"});
+        rest.erase("enabled");
+      }
+      read_policy_table(path, rest, *p, &out, true, "[alarms]", errors);
+    } else
       errors.push_back({pos_of(path, n->source()), "'alarms' must be a table: [alarms]"});
   }
   out.defaults = p;

@@ -71,6 +71,7 @@ struct maintenance_window {
 
 /// Everything alarm-related in one task file.
 struct alarm_settings {
+  bool enabled = true;  ///< [alarms] enabled = false: no alarm is judged, nothing notified
   std::shared_ptr<const alarm_policy> defaults = std::make_shared<alarm_policy>();
   std::vector<notifier_config> notifiers;
   std::vector<maintenance_window> maintenance;
