@@ -238,7 +238,10 @@ tl::expected<void, std::string> alarm_manager::start() {
 }
 
 alarm_manager::entry& alarm_manager::entry_for(const task_spec& t) {
-  if (auto it = by_spec_.find(&t); it != by_spec_.end() && it->second->spec == &t)
+  // The name check guards against a freed spec whose address came back for another task
+  // (agents' specs are not announced through on_removed).
+  if (auto it = by_spec_.find(&t);
+      it != by_spec_.end() && it->second->spec == &t && it->second->name == t.name)
     return *it->second;
   auto& slot = by_name_[t.name];
   if (!slot) {
