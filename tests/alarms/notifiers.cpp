@@ -741,6 +741,12 @@ TEST_CASE("notifiers: exec failures retry with stderr's last line", "[notifier][
   for (int i = 0; i < 2000; ++i) big.events.push_back(firing_web());  // ~1 MB of stdin
   r = h.deliver(*noisy, big);
   CHECK(r.what == outcome::delivered);
+  // One that closes its stdin at once and lives on: the engine's writes meet EPIPE (a
+  // SIGPIPE would end this test program, which does not ignore it).
+  auto closer = h.make("exec", {{"command", {"/bin/sh", "-c", "exec 0<&-; sleep 0.3; exit 3"}}});
+  r = h.deliver(*closer, big);
+  CHECK(r.what == outcome::retry);
+  CHECK(r.detail == "exit status 3");
 }
 
 TEST_CASE("notifiers: exec past its timeout is killed with its group, no zombie left",

@@ -373,11 +373,22 @@ class exec_notifier final : public notifier {
     }
     run.pid = pid;
     for (int fd : {in_p[1], out_p[0], err_p[0]}) set_nonblocking(fd);
-    run.in.assign(in_p[1]);
-    run.out.assign(out_p[0]);
-    run.err.assign(err_p[0]);
+    asio::error_code ec;
+    for (auto [d, fd] : {std::pair{&run.in, &in_p[1]}, std::pair{&run.out, &out_p[0]},
+                         std::pair{&run.err, &err_p[0]}}) {
+      if (!ec) d->assign(*fd, ec);
+      if (!ec) *fd = -1;  // the descriptor object owns it now
+    }
+    if (ec) {
+      close_all();
+      run.kill_and_reap();
+      return "cannot watch the program's pipes: " + ec.message();
+    }
     const long pfd = ::syscall(SYS_pidfd_open, pid, 0);  // close-on-exec by definition
-    if (pfd >= 0) run.pidfd.assign(static_cast<int>(pfd));
+    if (pfd >= 0) {
+      run.pidfd.assign(static_cast<int>(pfd), ec);
+      if (ec) ::close(static_cast<int>(pfd));  // waitpid polling instead
+    }
     return {};
   }
 
