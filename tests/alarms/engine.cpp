@@ -326,12 +326,20 @@ TEST_CASE(
   CHECK(of(ev, "gw", "ok").size() == 1);
   CHECK(of(ev, "web", "firing").size() == 1);
   CHECK(of(ev, "app").empty());
-  // Everything recovers: only web's resolution (app was never notified).
-  web.open();
+  // Everything recovers, app first: only web's resolution (app was never notified).
   app.open();
+  REQUIRE(sonde::test::wait_until(
+      [&] {
+        return eng.cmd({{"command", "alarms"}, {"task", "app"}})["alarms"].empty();
+      },
+      10s));
+  web.open();
   REQUIRE(sonde::test::wait_until([&] { return rx.events().size() >= 4; }, 10s));
   std::this_thread::sleep_for(1s);
   ev = rx.events();
+  for (const auto& e : ev)
+    UNSCOPED_INFO(e["task"].dump() + " " + e["previous"].dump() + " -> " + e["state"].dump() + " " +
+                  e["time"].dump());
   REQUIRE(ev.size() == 4);
   CHECK(of(ev, "web", "ok").size() == 1);
   CHECK(of(ev, "app").empty());
@@ -387,7 +395,8 @@ TEST_CASE(
   receiver rx;
   switch_port svc;
   svc.open();
-  auto start = std::chrono::system_clock::now() + 3s;
+  // Whole seconds: the window's start is written to the file without a fraction.
+  auto start = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now() + 3s);
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(start.time_since_epoch()).count();
   std::time_t tt = secs;
   char when[32];
@@ -408,6 +417,9 @@ TEST_CASE(
   CHECK(rx.count() == 0);
   // The window ends while the service is still down: the firing goes out then.
   REQUIRE(sonde::test::wait_until([&] { return rx.count() >= 1; }, 10s));
+  for (const auto& e : rx.events())
+    UNSCOPED_INFO(e["task"].dump() + " " + e["previous"].dump() + " -> " + e["state"].dump() + " " +
+                  e["time"].dump());
   CHECK(std::chrono::system_clock::now() >= start + 5s);
   auto ev = rx.events();
   REQUIRE(ev.size() == 1);

@@ -1,6 +1,7 @@
 #include "alarms/alarm_manager.hpp"
 
 #include <algorithm>
+#include <filesystem>
 
 #include <date/date.h>
 #include <asio/post.hpp>
@@ -139,6 +140,11 @@ tl::expected<void, std::string> alarm_manager::start() {
   }
   std::vector<json> records;
   if (!opts_.state_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(opts_.state_dir, ec);
+    if (ec)
+      return tl::unexpected("cannot create the state directory " + opts_.state_dir + ": " +
+                            ec.message());
     std::string path = opts_.state_dir + "/alarms.journal";
     std::size_t bad = 0;
     auto loaded = alarm_journal::load(path, bad);
@@ -150,6 +156,7 @@ tl::expected<void, std::string> alarm_manager::start() {
     jo.path = path;
     jo.sync = opts_.sync;
     journal_ = std::make_unique<alarm_journal>(io_, jo);
+    if (auto st = journal_->get_stats(); st.errors) return tl::unexpected(st.last_error);
   }
   // Replay: the last word on each task, outbox entries not yet done, silences not lifted.
   std::map<std::string, json> tracks;
