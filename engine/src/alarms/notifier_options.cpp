@@ -102,7 +102,7 @@ const std::map<std::string, std::vector<notifier_option>, std::less<>>& tables()
 /// Keys the dispatcher reads; accepted and ignored here if a caller leaves them in.
 bool is_common_key(std::string_view k) {
   return k == "name" || k == "type" || k == "group_wait" || k == "max_age" || k == "timeout" ||
-         k == "rate_limit";
+         k == "rate_limit" || k == "retry_initial" || k == "retry_max";
 }
 
 std::string kind_text(kind k) {
