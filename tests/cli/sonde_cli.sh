@@ -112,5 +112,38 @@ SONDE_PLUGIN_PATH="$FIX/plugins-test" expect_rc "SONDE_PLUGIN_PATH" 0 "$S" run -
 expect_rc "a bad plugin does not stop the run" 0 "$S" run --once "$work/sleep.toml" --plugin-dir "$FIX/plugins-bad" --plugin-dir "$FIX/plugins-test"
 contains "warning for the bad plugin" "warning: plugin .*sonde-notaplugin\.so refused: not a sonde plugin"
 
+# Alarms: sonde check lists the notifiers; notify-test sends through one (exec to a file).
+cat >"$work/alarms.toml" <<TOML
+[alarms]
+notify = ["file"]
+[[notifier]]
+name = "file"
+type = "exec"
+command = ["/bin/sh", "-c", "cat > $work/notified.json"]
+[[notifier]]
+name = "nowhere"
+type = "webhook"
+url = "http://127.0.0.1:$closed/hook"
+timeout = "1s"
+[[task]]
+name = "t"
+type = "tcp"
+target = "127.0.0.1:$closed"
+TOML
+expect_rc "check with notifiers" 0 "$S" check "$work/alarms.toml"
+contains "check lists the notifiers" "^alarms: 2 notifiers: file \(exec\), nowhere \(webhook\), 0 maintenance windows$"
+expect_rc "notify-test delivers" 0 "$S" notify-test file "$work/alarms.toml"
+contains "notify-test says delivered" "^notifier 'file' \(exec\): delivered"
+if grep -q '"task":"sonde-notify-test"' "$work/notified.json" && grep -q '"test":true' "$work/notified.json"; then
+  ok "the test message reached the program"
+else
+  bad "the test message reached the program: $(cat "$work/notified.json" 2>&1)"
+fi
+expect_rc "notify-test in either order" 0 "$S" notify-test "$work/alarms.toml" file
+expect_rc "notify-test to a refused receiver fails" 2 "$S" notify-test nowhere "$work/alarms.toml"
+contains "and says why" "failed \(the engine would retry\): .*refused"
+expect_rc "notify-test of an unknown notifier" 3 "$S" notify-test fil "$work/alarms.toml"
+contains "with a suggestion" "has no notifier 'fil' \(did you mean 'file'\?\)"
+
 echo "$passes passed, $fails failed"
 [[ $fails -eq 0 ]]

@@ -214,5 +214,58 @@ else
   bad "openssl is missing: apt-get install openssl (./dev deps installs it)"
 fi
 
+# --- alarms: alarms, silence, unsilence, ack, notifiers, watch --alarms ---------------------
+closed=$(bash -c 'for p in $(seq 47400 47500); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done')
+cat >"$work/alarms.toml" <<TOML
+[alarms]
+failure_threshold = 1
+notify = ["file"]
+[[notifier]]
+name = "file"
+type = "exec"
+group_wait = "0s"
+command = ["/bin/sh", "-c", "cat >> $work/alarms.out; echo >> $work/alarms.out"]
+[[task]]
+name = "down"
+type = "tcp"
+target = "127.0.0.1:$closed"
+interval = "300ms"
+timeout = "300ms"
+tags = { team = "db" }
+TOML
+start_engine alarms "$work/alarms.toml" --control 127.0.0.1:0 --state-dir "$work/alarms-state" || exit 1
+A=("$CTL" --connect "127.0.0.1:$port")
+for _ in $(seq 50); do grep -q '"state":"firing"' "$work/alarms.out" 2>/dev/null && break; sleep 0.1; done
+expect_rc "alarms" 0 "${A[@]}" alarms
+contains "alarms table" "^ALARM +TASK +STATE +SEVERITY +SINCE +MESSAGE$"
+contains "the firing alarm" "^[0-9a-f]{16} +down +firing +critical .*refused"
+alarm_id=$(grep -oE '^[0-9a-f]{16}' <<<"$out" | head -1)
+"${A[@]}" watch --alarms --json --count 1 >"$work/watch-alarms.out" 2>/dev/null &
+watcher=$!
+sleep 0.5
+expect_rc "silence by tag" 0 "${A[@]}" silence --tag team=db --for 1h --reason "disk swap"
+contains "silence reply" "^silence 1 until .* \(covers 1 task\)$"
+wait $watcher
+if grep -qE '"state":"silenced".*' "$work/watch-alarms.out" && grep -q '"held_by":"silence 1 (disk swap)"' "$work/watch-alarms.out"; then
+  ok "watch --alarms streams the silenced event"
+else
+  bad "watch --alarms streams the silenced event: $(cat "$work/watch-alarms.out")"
+fi
+expect_rc "alarms while silenced" 0 "${A[@]}" alarms
+contains "shown silenced" "^$alarm_id +down +silenced .*\[silence 1 \(disk swap\)\]$"
+contains "silences listed" "^  1  until .*team=db  disk swap$"
+expect_rc "unsilence" 0 "${A[@]}" unsilence 1
+contains "lifted" "^silence 1 lifted$"
+expect_rc "unsilence twice" 1 "${A[@]}" unsilence 1
+contains "no such silence" "no active silence 1"
+expect_rc "ack" 0 "${A[@]}" ack "$alarm_id"
+contains "acknowledged" "^alarm $alarm_id \(down\) acknowledged$"
+expect_rc "ack of nothing" 1 "${A[@]}" ack --task nope
+expect_rc "notifiers" 0 "${A[@]}" notifiers
+contains "notifiers table" "^file +exec +[1-9][0-9]* +0 +0 +0 +0 +$"
+expect_rc "silence needs a duration" 1 "${A[@]}" silence down
+contains "duration error" "give exactly one of \"for\""
+kill "$engine_pid"
+
 echo "sondectl: $passes passed, $fails failed"
 [[ $fails -eq 0 ]]

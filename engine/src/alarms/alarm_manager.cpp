@@ -124,7 +124,7 @@ alarm_manager::~alarm_manager() {
 }
 
 void alarm_manager::stop() {
-  *alive_ = false;
+  alive_ = std::make_shared<bool>(true);  // callbacks already queued see theirs expire
   window_timer_.cancel();
   silence_timer_.cancel();
   dispatch_.stop();
