@@ -8,6 +8,7 @@
 #include <sonde/condition.hpp>
 #include <sonde/duration.hpp>
 #include <sonde/target.hpp>
+#include "alarms/alarm_manager.hpp"
 #include "core/output.hpp"
 #include "core/scheduler.hpp"
 
@@ -140,3 +141,35 @@ static void bm_scheduler_once(benchmark::State& st) {
   st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * n));
 }
 BENCHMARK(bm_scheduler_once)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// The alarm manager's cost per result (engine/src/alarms/alarm_manager.cpp) on 10,000 tasks,
+// round-robin like a scheduler at a steady rate: all ok (the common case: a lookup and the
+// flap window), and all firing (the track's full update, no event after the first).
+static void bm_alarm_result(benchmark::State& st, status s) {
+  asio::io_context io;
+  std::vector<task_spec> none;
+  scheduler sched(io, none, scheduler_options{});
+  alarms::alarm_settings settings;
+  alarms::alarm_manager mgr(io, sched, settings, alarms::alarm_manager_options{});
+  (void)mgr.start();
+  std::vector<task_spec> specs(10000);
+  std::vector<result_record> results(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    specs[i].name = "task-" + std::to_string(i);
+    specs[i].type = "icmp";
+    specs[i].target = "127.0.0.1";
+    results[i].task = &specs[i];
+    results[i].state = s;
+    results[i].why = s == status::ok ? reason::none : reason::timeout;
+    results[i].message = s == status::ok ? "3/3 replies" : "no reply";
+    results[i].latency_ms = 0.05;
+  }
+  for (auto& r : results) mgr.on_result(r);  // first sight of every task (and its firing)
+  std::size_t i = 0;
+  for (auto _ : st) {
+    mgr.on_result(results[i]);
+    if (++i == results.size()) i = 0;
+  }
+}
+BENCHMARK_CAPTURE(bm_alarm_result, ok, status::ok);
+BENCHMARK_CAPTURE(bm_alarm_result, firing, status::critical);
