@@ -281,6 +281,12 @@ TEST_CASE("control: start validation errors read like the task file's", "[contro
   CHECK_THAT(r["error"].get<std::string>(), Catch::Contains("a task named 'a' already exists"));
   r = c.call({{"command", "start"}, {"type", "sleep"}, {"target", "x"}, {"value", -1}});
   CHECK(r["error"] == "value must be >= 0");
+  r = c.call({{"command", "start"},
+              {"type", "sleep"},
+              {"target", "x"},
+              {"alarm", {{"failure_threshold", 1}}}});
+  CHECK_THAT(r["error"].get<std::string>(),
+             Catch::Contains("'alarm' is read from the task file only"));
   r = c.call({{"command", "start"}, {"type", "sleep"}, {"target", "x"}, {"id", 5}, {"name", "b"}});
   CHECK(r["ok"] == true);
   r = c.call({{"command", "start"}, {"type", "sleep"}, {"target", "x"}, {"id", 5}, {"name", "c"}});

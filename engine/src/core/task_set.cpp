@@ -180,6 +180,12 @@ json task_set::state_stats() const {
 }
 
 tl::expected<task_spec, task_set_error> task_set::validate(const json& fields) const {
+  if (fields.contains("alarm")) {
+    std::string m =
+        "'alarm' is read from the task file only: a task started over the control channel uses "
+        "the file's [alarms] defaults";
+    return tl::unexpected(task_set_error{m, {m}});
+  }
   auto doc = std::make_shared<toml::table>();
   toml::table entry;
   for (auto it = fields.begin(); it != fields.end(); ++it)
