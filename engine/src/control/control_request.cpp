@@ -358,7 +358,11 @@ tl::expected<task_definition, std::string> parse_task_definition(const json& bod
       continue;
     }
     if (v.is_object() && key != "tags")
-      return tl::unexpected("\"" + key + "\" must not be an object (only \"tags\" is a table)");
+      return tl::unexpected(
+          key == "alarm"
+              ? std::string("'alarm' is read from the task file only: a task started over the "
+                            "control channel uses the file's [alarms] defaults")
+              : "\"" + key + "\" must not be an object (only \"tags\" is a table)");
     if (v.is_array())
       for (const auto& e : v)
         if (e.is_object() || e.is_array() || e.is_null())
