@@ -155,6 +155,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
         return exit_usage;
       }
       sched.add_sink(&*alarm_mgr);
+      tasks->on_reload([&](const task_file& f) { alarm_mgr->reload(f.alarms); });
     }
     std::string listen = !control_flag.empty()         ? control_flag
                          : !tf->control.listen.empty() ? tf->control.listen

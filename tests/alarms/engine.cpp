@@ -485,3 +485,29 @@ TEST_CASE(
   }
   CHECK(saw_ok);
 }
+
+TEST_CASE("alarm e2e: reload applies new [alarms] defaults and maintenance windows",
+          "[alarm][integration]") {
+  sonde::test::temp_dir dir;
+  receiver rx;
+  switch_port svc;
+  svc.open();
+  auto file = [&](int threshold, const std::string& extra) {
+    return "[alarms]\nfailure_threshold = " + std::to_string(threshold) +
+           "\nsuccess_threshold = 1\nnotify = [\"hook\"]\nflap_window = 0\n" + webhook(rx) + extra +
+           tcp_task("svc", svc.port());
+  };
+  engine_run eng(dir, file(50, ""));
+  dir.write("tasks.toml", file(1,
+                               "\n[[maintenance]]\nname = \"now\"\ntasks = [\"svc\"]\nstart = "
+                               "\"2000-01-01T00:00:00Z\"\nduration = \"366d\"\n"));
+  // (A one-off window in 2000 is long over: it exists but is closed.)
+  auto r = eng.cmd({{"command", "reload"}});
+  REQUIRE(r["ok"] == true);
+  svc.close();
+  REQUIRE(sonde::test::wait_until([&] { return rx.count() >= 1; }, 5s));
+  auto ev = rx.events();
+  CHECK(ev[0]["state"] == "firing");
+  CHECK(ev[0]["results"].size() == 1);  // the reloaded threshold, not 50
+  CHECK(eng.cmd({{"command", "alarms"}})["maintenance_open"].empty());
+}

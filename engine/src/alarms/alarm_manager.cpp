@@ -244,6 +244,25 @@ tl::expected<void, std::string> alarm_manager::start() {
   return {};
 }
 
+void alarm_manager::reload(const alarm_settings& s) {
+  settings_.defaults = s.defaults;
+  settings_.maintenance = s.maintenance;
+  open_windows_.assign(settings_.maintenance.size(), false);
+  any_window_open_ = false;
+  window_timer_.cancel();
+  auto same = s.notifiers.size() == settings_.notifiers.size();
+  for (std::size_t i = 0; same && i < s.notifiers.size(); ++i)
+    same = s.notifiers[i].spec.name == settings_.notifiers[i].spec.name &&
+           s.notifiers[i].spec.type == settings_.notifiers[i].spec.type &&
+           s.notifiers[i].spec.options == settings_.notifiers[i].spec.options &&
+           s.notifiers[i].group_wait == settings_.notifiers[i].group_wait &&
+           s.notifiers[i].max_age == settings_.notifiers[i].max_age &&
+           s.notifiers[i].rate_count == settings_.notifiers[i].rate_count;
+  if (!same) log("[[notifier]] changes take effect when the engine restarts");
+  arm_windows();     // opens what is open now
+  reconsider_all();  // new defaults and windows for the alarms in progress
+}
+
 alarm_manager::entry& alarm_manager::entry_for(const task_spec& t) {
   // The name check guards against a freed spec whose address came back for another task
   // (agents' specs are not announced through on_removed).

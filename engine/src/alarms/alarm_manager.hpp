@@ -62,6 +62,10 @@ class alarm_manager final : public result_sink {
   /// Stop timers and deliveries; what is pending stays in the journal for the next start.
   void stop();
 
+  /// A reload: new [alarms] defaults and [[maintenance]] windows apply at once; notifier
+  /// changes are logged and take effect at the next start (their queues and counters stay).
+  void reload(const alarm_settings& s);
+
   void on_result(const result_record& r) override;
   void on_removed(const task_spec& t) override;
 

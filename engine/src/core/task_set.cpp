@@ -428,6 +428,7 @@ tl::expected<json, task_set_error> task_set::reload() {
   std::erase_if(stopped_, [&](const std::string& n) { return !in_file.count(n); });
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  if (on_reload_) on_reload_(*tf);
   return persist(
       {{"added", added}, {"changed", changed}, {"removed", removed}, {"unchanged", unchanged}},
       touched);

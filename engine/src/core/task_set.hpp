@@ -70,6 +70,9 @@ class task_set {
   void when_saved(std::uint64_t ticket, std::function<void(const std::string& error)> f);
   /// The persistence counters (null without a state directory).
   nlohmann::json state_stats() const;
+  /// Called after a successful `reload` with the file as read (its tasks already applied), so
+  /// other subsystems can take their sections (the alarms' [alarms] and [[maintenance]]).
+  void on_reload(std::function<void(const task_file&)> f) { on_reload_ = std::move(f); }
   /// Tests: options for the writer made by load_state (e.g. a slow disk).
   void set_writer_options(state_writer::options o) { writer_opts_ = std::move(o); }
 
@@ -92,6 +95,7 @@ class task_set {
   state_writer::options writer_opts_;
   std::unique_ptr<state_writer> writer_;  // off-loop persistence (none without a state dir)
   std::uint64_t ticket_ = 0;
+  std::function<void(const task_file&)> on_reload_;
 };
 
 }  // namespace sonde::engine
