@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "support/files.hpp"
+#include "support/http_servers.hpp"
 #include "support/line_client.hpp"
 #include "support/process.hpp"
 #include "support/receiver.hpp"
@@ -350,15 +351,8 @@ TEST_CASE("alarm e2e: a flapping target is notified once as flapping, not on eve
   sonde::test::temp_dir dir;
   receiver rx;
   // Every other connection is answered "up", the rest "down": the status changes every run.
-  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(lfd, 64) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const auto port = ntohs(addr.sin_port);
+  unsigned short port = 0;
+  const int lfd = sonde::test::listen_on_loopback(port, "flapper");
   std::thread flapper([lfd] {
     for (int i = 0;; ++i) {
       int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);

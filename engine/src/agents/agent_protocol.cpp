@@ -11,6 +11,7 @@
 
 #include <sonde/result.hpp>
 #include "agents/agent_protocol.hpp"
+#include "core/rfc3339.hpp"
 
 namespace sonde::engine {
 
@@ -132,47 +133,7 @@ tl::expected<void, std::string> check_agent_name(std::string_view name) {
 }
 
 std::optional<std::chrono::system_clock::time_point> parse_agent_time(std::string_view t) {
-  // YYYY-MM-DDTHH:MM:SS[.fraction][Z]
-  auto digits = [&](std::size_t at, std::size_t n, int& out) {
-    if (at + n > t.size()) return false;
-    out = 0;
-    for (std::size_t i = at; i < at + n; ++i) {
-      if (t[i] < '0' || t[i] > '9') return false;
-      out = out * 10 + (t[i] - '0');
-    }
-    return true;
-  };
-  int y, mo, d, h, mi, s;
-  if (t.size() < 19 || t.size() > 40 || !digits(0, 4, y) || t[4] != '-' || !digits(5, 2, mo) ||
-      t[7] != '-' || !digits(8, 2, d) || (t[10] != 'T' && t[10] != 't') || !digits(11, 2, h) ||
-      t[13] != ':' || !digits(14, 2, mi) || t[16] != ':' || !digits(17, 2, s))
-    return std::nullopt;
-  if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
-    return std::nullopt;
-  std::size_t i = 19;
-  long long ns = 0;
-  if (i < t.size() && t[i] == '.') {
-    long long scale = 100'000'000;
-    std::size_t start = ++i;
-    for (; i < t.size() && t[i] >= '0' && t[i] <= '9'; ++i) {
-      ns += (t[i] - '0') * scale;
-      scale /= 10;
-    }
-    if (i == start) return std::nullopt;
-  }
-  if (i < t.size() && (t[i] == 'Z' || t[i] == 'z')) ++i;
-  if (i != t.size()) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  std::time_t secs = timegm(&tm);
-  using wall = std::chrono::system_clock;
-  return wall::time_point(std::chrono::duration_cast<wall::duration>(std::chrono::seconds(secs) +
-                                                                     std::chrono::nanoseconds(ns)));
+  return parse_rfc3339(t, rfc3339_zone::utc);
 }
 
 tl::expected<void, std::string> check_agent_facts(const json& facts, std::string_view where) {

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <filesystem>
 
-#include <date/date.h>
 #include <asio/post.hpp>
 
 #include "alarms/maintenance.hpp"
 #include "core/output.hpp"
+#include "core/rfc3339.hpp"
 
 namespace sonde::engine::alarms {
 
@@ -15,14 +15,6 @@ using json = nlohmann::json;
 using sys_clock = std::chrono::system_clock;
 
 namespace {
-
-std::int64_t to_ms(sys_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-sys_clock::time_point from_ms(std::int64_t ms) {
-  return sys_clock::time_point(
-      std::chrono::duration_cast<sys_clock::duration>(std::chrono::milliseconds(ms)));
-}
 
 // "task"/"tasks": a string or a list of strings.
 tl::expected<std::vector<std::string>, std::string> names_of(const json& body) {
@@ -46,37 +38,6 @@ tl::expected<std::vector<std::string>, std::string> names_of(const json& body) {
       return tl::unexpected(std::string("a task name must be 1 to 200 characters"));
   if (out.size() > 10000) return tl::unexpected(std::string("at most 10000 task names"));
   return out;
-}
-
-// RFC 3339 "2026-12-03T14:00:00Z" (or with an offset, fractions ignored).
-std::optional<sys_clock::time_point> parse_rfc3339(const std::string& s) {
-  int y, mo, d, h, mi, se;
-  char sep;
-  if (s.size() < 20 ||
-      std::sscanf(s.c_str(), "%4d-%2d-%2d%c%2d:%2d:%2d", &y, &mo, &d, &sep, &h, &mi, &se) != 7)
-    return std::nullopt;
-  if ((sep != 'T' && sep != 't' && sep != ' ') || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
-      mi > 59 || se > 60 || y < 1970 || y > 9999)
-    return std::nullopt;
-  std::size_t pos = 19;
-  if (pos < s.size() && s[pos] == '.')
-    while (++pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) {
-    }
-  std::int64_t offset = 0;
-  std::string zone = s.substr(pos);
-  if (zone != "Z" && zone != "z") {
-    int zh, zm;
-    if (zone.size() != 6 || (zone[0] != '+' && zone[0] != '-') ||
-        std::sscanf(zone.c_str() + 1, "%2d:%2d", &zh, &zm) != 2)
-      return std::nullopt;
-    offset = (zh * 3600 + zm * 60) * (zone[0] == '-' ? -1 : 1);
-  }
-  auto ymd =
-      date::year{y} / date::month{static_cast<unsigned>(mo)} / date::day{static_cast<unsigned>(d)};
-  if (!ymd.ok()) return std::nullopt;
-  const std::int64_t days = date::sys_days(ymd).time_since_epoch().count();
-  return sys_clock::time_point(
-      std::chrono::seconds(days * 86400 + h * 3600 + mi * 60 + se - offset));
 }
 
 }  // namespace
@@ -178,8 +139,8 @@ tl::expected<void, std::string> alarm_manager::start() {
         s.id = j.at("id").get<std::uint64_t>();
         s.tasks = j.at("tasks").get<std::vector<std::string>>();
         s.tags = j.at("tags").get<std::map<std::string, std::string>>();
-        s.start = from_ms(j.at("start_ms").get<std::int64_t>());
-        s.end = from_ms(j.at("end_ms").get<std::int64_t>());
+        s.start = from_epoch_ms(j.at("start_ms").get<std::int64_t>());
+        s.end = from_epoch_ms(j.at("end_ms").get<std::int64_t>());
         s.reason = j.at("reason").get<std::string>();
         next_silence_ = std::max(next_silence_, s.id);
         silences_[s.id] = std::move(s);
@@ -215,7 +176,7 @@ tl::expected<void, std::string> alarm_manager::start() {
     outbox_entry e;
     e.id = id;
     e.notifier = r.value("n", std::string());
-    e.created = from_ms(r.value("t", std::int64_t{0}));
+    e.created = from_epoch_ms(r.value("t", std::int64_t{0}));
     e.event = r.value("e", json::object());
     e.durable = true;
     if (!dispatch_.enqueue(std::move(e))) ++orphaned;
@@ -361,7 +322,7 @@ void alarm_manager::notify(const alarm_policy& p, const json& event) {
     if (journal_) {
       std::weak_ptr<bool> alive = alive_;
       journal_->append(
-          json{{"k", "out"}, {"id", oe.id}, {"n", n}, {"t", to_ms(oe.created)}, {"e", event}},
+          json{{"k", "out"}, {"id", oe.id}, {"n", n}, {"t", to_epoch_ms(oe.created)}, {"e", event}},
           [this, alive, n, id = oe.id](bool) {
             if (!alive.expired()) dispatch_.durable(n, id);
           });
@@ -432,15 +393,15 @@ std::vector<json> alarm_manager::snapshot() const {
   }
   for (const auto& [id, s] : silences_) {
     json j = s.to_json();
-    j["start_ms"] = to_ms(s.start);
-    j["end_ms"] = to_ms(s.end);
+    j["start_ms"] = to_epoch_ms(s.start);
+    j["end_ms"] = to_epoch_ms(s.end);
     out.push_back(json{{"k", "sil"}, {"s", std::move(j)}});
   }
   for (const auto* p : dispatch_.pending())
     out.push_back(json{{"k", "out"},
                        {"id", p->id},
                        {"n", p->notifier},
-                       {"t", to_ms(p->created)},
+                       {"t", to_epoch_ms(p->created)},
                        {"e", p->event}});
   return out;
 }
@@ -577,7 +538,7 @@ tl::expected<json, std::string> alarm_manager::silence_cmd(const json& body) {
     s.end = now + std::chrono::duration_cast<sys_clock::duration>(*d);
   } else {
     if (!u->is_string()) return tl::unexpected(std::string("\"until\" must be an RFC 3339 time"));
-    auto t = parse_rfc3339(u->get<std::string>());
+    auto t = parse_rfc3339(u->get<std::string>(), rfc3339_zone::required_any);
     if (!t)
       return tl::unexpected(
           std::string("\"until\": not an RFC 3339 time such as \"2026-12-24T08:00:00Z\""));
@@ -597,8 +558,8 @@ tl::expected<json, std::string> alarm_manager::silence_cmd(const json& body) {
   json reply = s.to_json();
   if (journal_) {
     json j = s.to_json();
-    j["start_ms"] = to_ms(s.start);
-    j["end_ms"] = to_ms(s.end);
+    j["start_ms"] = to_epoch_ms(s.start);
+    j["end_ms"] = to_epoch_ms(s.end);
     journal_->append(json{{"k", "sil"}, {"s", std::move(j)}});
   }
   std::size_t covered = 0;

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "core/output.hpp"
+#include "core/rfc3339.hpp"
 
 namespace sonde::engine::alarms {
 
@@ -11,14 +12,6 @@ using json = nlohmann::json;
 using sys_clock = std::chrono::system_clock;
 
 namespace {
-
-std::int64_t to_ms(sys_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-sys_clock::time_point from_ms(std::int64_t ms) {
-  return sys_clock::time_point(
-      std::chrono::duration_cast<sys_clock::duration>(std::chrono::milliseconds(ms)));
-}
 
 alarm_severity severity_of(status s) {
   return s == status::warning ? alarm_severity::warning : alarm_severity::critical;
@@ -252,7 +245,7 @@ json alarm_track::save() const {
   json results = json::array();
   for (const auto& b : recent_) {
     auto bj = brief_json(b);
-    bj["time_ms"] = to_ms(b.time);
+    bj["time_ms"] = to_epoch_ms(b.time);
     results.push_back(std::move(bj));
   }
   return json{{"cond", to_string(cond_)},
@@ -262,8 +255,8 @@ json alarm_track::save() const {
               {"acked", acked_},
               {"severity", to_string(sev_)},
               {"id", id_},
-              {"since", to_ms(since_)},
-              {"last_notified", to_ms(last_notified_)},
+              {"since", to_epoch_ms(since_)},
+              {"last_notified", to_epoch_ms(last_notified_)},
               {"fail", fail_streak_},
               {"ok", ok_streak_},
               {"ring", ring},
@@ -293,8 +286,8 @@ bool alarm_track::restore(const json& j) {
                                  : alarm_severity::none;
     t.id_ = j.at("id").get<std::string>();
     if (t.id_.size() > 64) return false;
-    t.since_ = from_ms(j.at("since").get<std::int64_t>());
-    t.last_notified_ = from_ms(j.at("last_notified").get<std::int64_t>());
+    t.since_ = from_epoch_ms(j.at("since").get<std::int64_t>());
+    t.last_notified_ = from_epoch_ms(j.at("last_notified").get<std::int64_t>());
     t.fail_streak_ = std::clamp(j.at("fail").get<int>(), 0, 1 << 30);
     t.ok_streak_ = std::clamp(j.at("ok").get<int>(), 0, 1 << 30);
     auto ring = j.at("ring").get<std::string>();
@@ -326,7 +319,8 @@ bool alarm_track::restore(const json& j) {
         rb.why = reason_from(b.at("reason").get<std::string>()).value_or(reason::none);
       if (b.at("latency_ms").is_number()) rb.latency_ms = b.at("latency_ms").get<double>();
       rb.message = b.at("message").get<std::string>();
-      if (auto tm = b.find("time_ms"); tm != b.end()) rb.time = from_ms(tm->get<std::int64_t>());
+      if (auto tm = b.find("time_ms"); tm != b.end())
+        rb.time = from_epoch_ms(tm->get<std::int64_t>());
       t.recent_.push_back(std::move(rb));
     }
     *this = std::move(t);
