@@ -22,6 +22,9 @@
 #include "core/scheduler.hpp"
 #include "core/state.hpp"
 #include "core/task_set.hpp"
+#include "history/commands.hpp"
+#include "history/sink.hpp"
+#include "history/store.hpp"
 #ifdef SONDE_WITH_MIMALLOC
 #include <mimalloc.h>
 #endif
@@ -131,6 +134,8 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
   // The control channel and its state (not with --once: that run ends by itself).
   std::optional<task_set> tasks;
   std::optional<alarms::alarm_manager> alarm_mgr;
+  std::optional<history::store> hist;
+  std::optional<history::history_sink> hist_sink;
   std::optional<control_server> control;
   // The central side of agents (docs/agents.md "The central"): on with the control channel.
   std::optional<agent_registry> agents;
@@ -156,6 +161,21 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
       }
       sched.add_sink(&*alarm_mgr);
       tasks->on_reload([&](const task_file& f) { alarm_mgr->reload(f.alarms); });
+    }
+    // History (docs/history.md): SQLite written by its own thread; the loop only queues.
+    history::store_options hso;
+    hso.path = tf->history.path.empty() ? state_dir + "/history.db" : tf->history.path;
+    hso.settings = tf->history;
+    hso.log = [](const std::string& l) { std::fprintf(stderr, "sonde: history: %s\n", l.c_str()); };
+    hist.emplace(io, hso);
+    hist->start();
+    if (tf->history.enabled) {
+      std::function<bool(const task_spec&)> in_maint;
+      if (alarm_mgr) in_maint = [&](const task_spec& t) { return alarm_mgr->in_maintenance(t); };
+      hist_sink.emplace(*hist, std::move(in_maint));
+      sched.add_sink(&*hist_sink);
+      if (alarm_mgr)
+        alarm_mgr->on_event([&](const nlohmann::json& ev) { hist->add_alarm_event(ev); });
     }
     std::string listen = !control_flag.empty()         ? control_flag
                          : !tf->control.listen.empty() ? tf->control.listen
@@ -216,6 +236,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
         });
         agent_cmds.emplace(io, *control, *agents);
         if (alarm_mgr) alarms::add_alarm_commands(*control, *alarm_mgr);
+        history::add_history_commands(*control, *hist, tf->history);
       }
     }
   }
@@ -265,6 +286,7 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
   sched.start();
   io.run();
   std::fflush(stdout);
+  if (hist) hist->stop();  // commits what is queued
 
   const auto& st = sched.stats();
   if (!once) {

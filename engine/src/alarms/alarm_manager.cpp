@@ -640,4 +640,11 @@ const alarm_track* alarm_manager::track(const std::string& task) const {
   return it == by_name_.end() ? nullptr : &it->second->track;
 }
 
+bool alarm_manager::in_maintenance(const task_spec& t) const {
+  if (!any_window_open_) return false;
+  for (std::size_t i = 0; i < settings_.maintenance.size(); ++i)
+    if (open_windows_[i] && settings_.maintenance[i].covers(t.name, t.tags)) return true;
+  return false;
+}
+
 }  // namespace sonde::engine::alarms

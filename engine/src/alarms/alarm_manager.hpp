@@ -74,6 +74,9 @@ class alarm_manager final : public result_sink {
     listeners_.push_back(std::move(f));
   }
 
+  /// Whether a maintenance window covers `t` now (history leaves such results out of uptime).
+  bool in_maintenance(const task_spec& t) const;
+
   /// {"alarms": [...]}: every task whose alarm is not ok (and every held or notified one).
   nlohmann::json alarms(const nlohmann::json& body) const;
   /// Commands (docs/control-protocol.md): each returns its reply or a one-line error.

@@ -79,7 +79,8 @@ class control_client {
   /// Hold the reply to the request being handled until `wait` calls the function it is given
   /// (for commands that answer once their change is on disk). The connection takes no further
   /// request meanwhile, so replies stay in order. Fields of the object passed to that function
-  /// are added to the reply (e.g. a "warning"). Call at most once per request.
+  /// are added to the reply (e.g. a "warning"); {"ok": false, "error": "..."} turns the reply
+  /// into that error instead. Call at most once per request.
   using reply_amend = std::function<void(nlohmann::json extra)>;
   virtual void defer_reply(std::function<void(reply_amend)> wait) = 0;
 };

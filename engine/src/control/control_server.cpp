@@ -412,10 +412,19 @@ struct session final : control_client, std::enable_shared_from_this<session> {
     wait([weak, out_obj = std::move(out_obj), seq = req->seq](json extra) mutable {
       auto self = weak.lock();
       if (!self) return;
-      if (extra.is_object())
-        for (auto& [k, v] : extra.items()) out_obj[k] = v;
       self->awaiting_reply = false;
       self->last_active = steady::now();
+      if (extra.is_object() && extra.value("ok", true) == false) {
+        // The command failed after all (a query, an agent's report that could not be stored).
+        auto e = extra.find("error");
+        self->push(error_line(
+            e != extra.end() && e->is_string() ? e->get<std::string>() : std::string("failed"),
+            seq));
+        self->gate.cancel();
+        return;
+      }
+      if (extra.is_object())
+        for (auto& [k, v] : extra.items()) out_obj[k] = v;
       self->push(reply_line(std::move(out_obj), seq));
       self->gate.cancel();
     });

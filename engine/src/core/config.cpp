@@ -17,6 +17,7 @@
 #include "core/config.hpp"
 #include "core/files.hpp"
 #include "core/toml_util.hpp"
+#include "history/history_config.hpp"
 
 namespace fs = std::filesystem;
 
@@ -444,16 +445,16 @@ tl::expected<task_file, std::vector<config_error>> read_engine_section(const std
     errors.push_back({pos_of(path, e.source()), std::string(e.description())});
     return tl::unexpected(errors);
   }
-  static const std::vector<std::string> top_keys = {"engine", "control",  "defaults",   "task",
-                                                    "alarms", "notifier", "maintenance"};
+  static const std::vector<std::string> top_keys = {"engine", "control",  "defaults",    "task",
+                                                    "alarms", "notifier", "maintenance", "history"};
   for (auto&& [k, v] : *doc) {
     std::string key(k.str());
     if (std::find(top_keys.begin(), top_keys.end(), key) == top_keys.end())
       errors.push_back(
           {pos_of(path, k.source()),
            "unknown top-level key '" + key + "'" + did_you_mean(key, top_keys) +
-               "; expected [engine], [control], [defaults], [alarms], [[task]], [[notifier]] or "
-               "[[maintenance]]"});
+               "; expected [engine], [control], [defaults], [alarms], [[task]], [[notifier]], "
+               "[[maintenance]] or [history]"});
   }
   if (auto* eng = (*doc)["engine"].node()) {
     if (auto* t = eng->as_table()) {
@@ -564,6 +565,7 @@ tl::expected<task_file, std::vector<config_error>> load_tasks(task_file file,
   };
 
   alarms::read_alarm_sections(path, doc, file.alarms, errors);
+  history::read_history_section(path, doc, file.history, errors);
 
   const toml::array* tasks = nullptr;
   if (auto* tn = doc["task"].node()) {

@@ -17,6 +17,7 @@
 
 #include "alarms/policy.hpp"
 #include "core/plugin_host.hpp"
+#include "history/settings.hpp"
 
 namespace sonde::engine {
 
@@ -109,7 +110,8 @@ struct task_file {
   std::string path;
   engine_settings engine;
   control_settings control;
-  alarms::alarm_settings alarms;  ///< [alarms], [[notifier]], [[maintenance]]
+  alarms::alarm_settings alarms;      ///< [alarms], [[notifier]], [[maintenance]]
+  history::history_settings history;  ///< [history]
   std::vector<task_spec> tasks;
   std::shared_ptr<void> document;  ///< the parsed TOML; drop it once loaded to save memory
 };
