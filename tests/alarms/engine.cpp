@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "support/engine_run.hpp"
 #include "support/files.hpp"
 #include "support/http_servers.hpp"
 #include "support/line_client.hpp"
@@ -21,48 +22,11 @@
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
+using sonde::test::engine_run;
 using sonde::test::receiver;
 using sonde::test::switch_port;
 
 namespace {
-
-// `sonde run` on a task file in `dir`, with its state in dir/state, until destroyed.
-class engine_run {
- public:
-  engine_run(sonde::test::temp_dir& dir, const std::string& toml) : dir_(dir) {
-    file_ = dir.write("tasks.toml", toml);
-    start();
-  }
-  ~engine_run() {
-    if (proc_) proc_->stop();
-  }
-  void start() {
-    ctl_ = sonde::test::free_port();
-    proc_ = std::make_unique<sonde::test::child_process>(std::vector<std::string>{
-        std::string(SONDE_TEST_BIN_DIR) + "/sonde", "run", file_, "--quiet", "--control",
-        "127.0.0.1:" + std::to_string(ctl_), "--state-dir", dir_.path() + "/state"});
-    REQUIRE(sonde::test::wait_until([&] { return sonde::test::tcp_port_open(ctl_); }, 10s));
-  }
-  void kill9() {
-    ::kill(proc_->pid(), SIGKILL);
-    REQUIRE(sonde::test::wait_until([&] { return !proc_->running(); }, 5s));
-    proc_.reset();
-  }
-  unsigned short port() const { return ctl_; }
-  json cmd(json req) {
-    sonde::test::line_client c(ctl_);
-    c.send(req);
-    auto r = c.json_line();
-    REQUIRE(r);
-    return *r;
-  }
-
- private:
-  sonde::test::temp_dir& dir_;
-  std::string file_;
-  unsigned short ctl_ = 0;
-  std::unique_ptr<sonde::test::child_process> proc_;
-};
 
 std::string tcp_task(const std::string& name, unsigned short port, const std::string& extra = "",
                      const std::string& interval = "200ms") {
