@@ -116,8 +116,9 @@ struct store::impl {
   std::uint64_t expired_rows = 0;
   double last_commit_ms = 0, max_commit_ms = 0;
   std::size_t last_batch = 0, max_batch = 0;
-  std::atomic<std::size_t> backlog{0};  // results waiting (queue + retry)
-  std::size_t agent_rows = 0;           // rows of agents' reports waiting (under m)
+  std::atomic<std::size_t> backlog{0};        // results waiting (queue + retry)
+  std::atomic<std::size_t> alarm_backlog{0};  // alarm events waiting (queue + retry)
+  std::size_t agent_rows = 0;                 // rows of agents' reports waiting (under m)
   std::atomic<bool> accepting{true};
 
   // ---- writer thread only -------------------------------------------------------------
@@ -551,6 +552,7 @@ struct store::impl {
     commit_failures_logged_ = 0;
     written->fetch_add(n, std::memory_order_relaxed);
     backlog.fetch_sub(rs.size(), std::memory_order_relaxed);
+    alarm_backlog.fetch_sub(as.size(), std::memory_order_relaxed);
     for (auto& j : js)
       if (j.done) asio::post(io, [d = std::move(j.done)] { d({}); });
     js.clear();
@@ -754,11 +756,16 @@ struct store::impl {
 
   void refused_loop() {
     std::unique_lock lk(m);
+    bool first = true;
     for (;;) {
-      cv.wait(lk, [&] { return stopping || !agents.empty() || sync_asked != sync_done; });
+      if (!first)
+        cv.wait(lk, [&] { return stopping || !agents.empty() || sync_asked != sync_done; });
+      first = false;
       auto js = std::move(agents);
       agents.clear();
       agent_rows = 0;
+      backlog = 0;
+      alarm_backlog = 0;
       results.clear();
       alarms.clear();
       std::string why = "the central has no history store (" + refused_reason + ")";
@@ -889,11 +896,12 @@ bool store::add_alarm_event(const nlohmann::json& ev) {
   if (auto t = ev.find("time"); t != ev.end() && t->is_string())
     if (auto tp = parse_rfc3339(t->get_ref<const std::string&>())) a.t_ms = to_epoch_ms(*tp);
   std::lock_guard g(p->m);
-  if (p->alarms.size() + p->retry_alarms.size() >= max_alarm_events) {
+  if (p->alarm_backlog.load(std::memory_order_relaxed) >= max_alarm_events) {
     ++p->alarm_dropped;
     return false;
   }
   p->alarms.push_back(std::move(a));
+  p->alarm_backlog.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
