@@ -660,7 +660,15 @@ struct store::impl {
       refused_loop();
       return;
     }
-    if (ready) asio::post(io, [ready, p = std::move(positions)]() mutable { ready(std::move(p)); });
+    // `ready` says the database is open: when the first open failed (it is retried), the
+    // positions are read and delivered once an open succeeds, never an empty list before.
+    bool ready_sent = false;
+    auto send_ready = [&] {
+      if (ready)
+        asio::post(io, [ready, p = std::move(positions)]() mutable { ready(std::move(p)); });
+      ready_sent = true;
+    };
+    if (db) send_ready();
     next_expiry = clock_t_::now() + std::chrono::seconds(5);
     std::vector<result_row> rs;
     std::vector<pending_alarm> as;
@@ -704,7 +712,9 @@ struct store::impl {
       }
       if (!db && clock_t_::now() >= next_open) {
         std::string ignored;
-        try_open(nullptr, ignored);
+        positions.clear();
+        try_open(ready_sent ? nullptr : &positions, ignored);
+        if (db && !ready_sent) send_ready();
       }
       if (!db && !js.empty()) {
         std::string why = "the central cannot store results now (" + error_now() +
