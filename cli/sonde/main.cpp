@@ -168,7 +168,11 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
     hso.settings = tf->history;
     hso.log = [](const std::string& l) { std::fprintf(stderr, "sonde: history: %s\n", l.c_str()); };
     hist.emplace(io, hso);
-    hist->start();
+    // Once the file is open: the agents' stored queue positions (exactly-once across restarts),
+    // or why history is refused. Runs on the loop, so after the registry below exists.
+    hist->start([&](tl::expected<std::vector<history::agent_position>, std::string> r) {
+      if (agents) agents->store_ready(std::move(r));
+    });
     if (tf->history.enabled) {
       std::function<bool(const task_spec&)> in_maint;
       if (alarm_mgr) in_maint = [&](const task_spec& t) { return alarm_mgr->in_maintenance(t); };
@@ -219,7 +223,10 @@ int cmd_run(const std::string& file, bool once, bool quiet, const std::string& f
         std::fprintf(stderr, "sonde: control: listening on %s%s%s\n", bound->to_string().c_str(),
                      tls ? " (TLS)" : "", co.token.empty() ? "" : " (token required)");
         control->on_shutdown([&] { begin_stop("shutdown requested over the control channel"); });
-        agents.emplace(agent_registry_options{state_dir}, [](const std::string& w) {
+        agent_registry_options aro;
+        aro.state_dir = state_dir;
+        aro.store = &*hist;  // agents' reports are stored whatever [history] enabled says
+        agents.emplace(std::move(aro), [](const std::string& w) {
           std::fprintf(stderr, "sonde: warning: %s\n", w.c_str());
         });
         // Agents' results (task "<agent>/<task>") and dead-man changes ("agent:<name>") go to

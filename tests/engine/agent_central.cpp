@@ -1,11 +1,14 @@
 // The agent commands of the control server in-process (engine/src/agent_commands.cpp): hello,
-// reports beyond the control line limit, dedupe, info round trip, a second connection with
-// the same name, disconnect. Real TCP on loopback; the tests speak the agent protocol through
-// blocking sockets (the real `sonde agent` against a real central: tests/cli/agents.sh).
+// reports beyond the control line limit, dedupe, acks once the history store has the results,
+// info round trip, a second connection with the same name, disconnect. Real TCP on loopback;
+// the tests speak the agent protocol through blocking sockets (the real `sonde agent` against
+// a real central: tests/cli/agents.sh and tests/history/agents.cpp).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <ctime>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -18,10 +21,13 @@
 #include "agents/agent_commands.hpp"
 #include "core/config.hpp"
 #include "core/task_set.hpp"
+#include "history/store.hpp"
 
 #include "support/files.hpp"
+#include "support/history_db.hpp"
 #include "support/line_client.hpp"
 #include "support/plugins.hpp"
+#include "support/process.hpp"
 
 using namespace sonde::engine;
 using sonde::test::plugins;
@@ -32,10 +38,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A central: empty task file, scheduler, control server, agent registry and commands.
+// A central: empty task file, scheduler, control server, history store, agent registry and
+// commands. With `open_store` false the store is started later (`open_store()`).
 class central {
  public:
-  explicit central(const temp_dir& d) {
+  explicit central(const temp_dir& d, bool open_now = true) {
     auto path = d.write("central.toml", "");
     auto tf = load_task_file(path, plugins());
     if (!tf) throw std::runtime_error(tf.error().front().to_string());
@@ -48,7 +55,14 @@ class central {
     auto bound = server_->start();
     if (!bound) throw std::runtime_error(bound.error());
     port = bound->port;
-    reg_ = std::make_unique<agent_registry>(agent_registry_options{d.path() + "/state"});
+    history::store_options so;
+    so.path = d.path() + "/state/history.db";
+    store_ = std::make_unique<history::store>(io_, so);
+    db_path = so.path;
+    agent_registry_options ro;
+    ro.state_dir = d.path() + "/state";
+    ro.store = store_.get();
+    reg_ = std::make_unique<agent_registry>(ro);
     reg_->on_result([this](const result_record& r) {
       std::lock_guard<std::mutex> g(m_);
       delivered_.push_back(r.task->name);
@@ -56,6 +70,16 @@ class central {
     svc_ = std::make_unique<agent_service>(io_, *server_, *reg_);
     sched_->start();
     thread_ = std::thread([this] { io_.run(); });
+    if (open_now) open_store();
+  }
+  // Start the store and wait until the registry has its positions (on the loop's thread).
+  void open_store() {
+    store_->start([this](tl::expected<std::vector<history::agent_position>, std::string> r) {
+      reg_->store_ready(std::move(r));
+      ready_ = true;
+    });
+    if (!sonde::test::wait_until([this] { return ready_.load(); }, 10s))
+      throw std::runtime_error("the history store did not open");
   }
   ~central() {
     asio::post(io_, [this] {
@@ -65,6 +89,7 @@ class central {
     thread_.join();
     svc_.reset();
     reg_.reset();
+    store_->stop();
     server_.reset();
     tasks_.reset();
     sched_.reset();
@@ -74,6 +99,7 @@ class central {
     return delivered_;
   }
   unsigned short port = 0;
+  std::string db_path;
 
  private:
   asio::io_context io_;
@@ -81,18 +107,32 @@ class central {
   std::unique_ptr<scheduler> sched_;
   std::unique_ptr<task_set> tasks_;
   std::unique_ptr<control_server> server_;
+  std::unique_ptr<history::store> store_;
   std::unique_ptr<agent_registry> reg_;
   std::unique_ptr<agent_service> svc_;
   std::thread thread_;
   std::mutex m_;
   std::vector<std::string> delivered_;
+  std::atomic<bool> ready_{false};
 };
+
+// Distinct times, one second apart from an hour ago (history keeps one result per task and
+// millisecond).
+std::string time_of(std::uint64_t seq) {
+  static const std::time_t base = std::time(nullptr) - 3600;
+  std::time_t t = base + static_cast<std::time_t>(seq);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char b[48];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S.123456Z", &tm);
+  return b;
+}
 
 json results(std::uint64_t from, std::uint64_t to) {
   json a = json::array();
   for (auto s = from; s <= to; ++s)
     a.push_back({{"seq", s},
-                 {"time", "2026-11-21T02:40:56.123456Z"},
+                 {"time", time_of(s)},
                  {"task", "system"},
                  {"type", "system"},
                  {"target", "localhost"},
@@ -139,6 +179,14 @@ TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect"
   auto got = c.delivered();
   CHECK(got.size() == 301);
   CHECK(got.front() == "x/system");
+  {
+    // Acknowledged means stored: every result once, in order, with its queue position.
+    sonde::test::history_db db(c.db_path);
+    std::vector<std::uint64_t> want;
+    for (std::uint64_t s = 1; s <= 301; ++s) want.push_back(s);
+    CHECK(db.seqs("x") == want);
+    CHECK(db.position("x", "q1") == 301);
+  }
 
   client ctl(c.port);
   r = ctl.call(
@@ -199,4 +247,19 @@ TEST_CASE("agent central: hello, big reports, dedupe, info, replace, disconnect"
   CHECK(r["agents"][0]["connected"] == false);
   r = ctl.call({{"command", "agent"}, {"agent", "x"}, {"action", "info"}});
   CHECK(r["ok"] == false);
+}
+
+TEST_CASE("agent central: agent_hello waits for the history store", "[agent_central]") {
+  temp_dir d;
+  central c(d, /*open_now=*/false);
+  client a(c.port);
+  auto r = a.call(hello("x"));
+  CHECK(r["ok"] == false);
+  CHECK(r["error"] == "the central's history store is starting; try again");
+  c.open_store();
+  // Agents retry with backoff (a new connection): accepted once the store is open.
+  client again(c.port);
+  r = again.call(hello("x"));
+  CHECK(r["ok"] == true);
+  CHECK(r["last_seq"] == 0);
 }

@@ -141,17 +141,27 @@ agent_service::agent_service(asio::io_context& io, control_server& server, agent
 
   // A report and an info_reply speak for the agent that said hello on this connection (and
   // proved its key there), whatever name they carry.
-  server.add_command("report",
-                     "an agent's results: queue_id, next_seq, results (each with seq), dropped",
-                     [st](client c, req r) -> result {
-                       auto it = st->agent_of.find(c.id());
-                       if (it == st->agent_of.end()) return fail("agent_hello first");
-                       auto rep = decode_agent_report(r.body);
-                       if (!rep) return fail(rep.error());
-                       auto ack = st->reg.report(it->second, *rep);
-                       if (!ack) return fail(ack.error());
-                       return json{{"ack", *ack}};
-                     });
+  server.add_command(
+      "report", "an agent's results: queue_id, next_seq, results (each with seq), dropped",
+      [st](client c, req r) -> result {
+        auto it = st->agent_of.find(c.id());
+        if (it == st->agent_of.end()) return fail("agent_hello first");
+        auto rep = decode_agent_report(r.body);
+        if (!rep) return fail(rep.error());
+        // The ack goes out once the results are durable in the history store
+        // (or the error, if they could not be stored).
+        c.defer_reply([st, name = it->second,
+                       rep = std::move(*rep)](control_client::reply_amend amend) mutable {
+          st->reg.report(name, std::move(rep),
+                         [amend = std::move(amend)](tl::expected<std::uint64_t, std::string> ack) {
+                           if (!ack)
+                             amend(json{{"ok", false}, {"error", ack.error()}});
+                           else
+                             amend(json{{"ack", *ack}});
+                         });
+        });
+        return json::object();
+      });
 
   server.add_command("info_reply", "an agent answers an info event: id, facts",
                      [st](client c, req r) -> result {

@@ -1,8 +1,6 @@
-// The central side of agents: store, dedupe, live view, dead-man switch. See
-// agent_registry.hpp and docs/agents.md.
-#include <fcntl.h>
+// The central side of agents: reports into the history store, dedupe, live view, dead-man
+// switch. See agent_registry.hpp and docs/agents.md.
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,9 +13,9 @@
 
 #include "agents/agent_protocol.hpp"
 #include "agents/agent_registry.hpp"
-#include "core/files.hpp"
 #include "core/output.hpp"
 #include "core/state.hpp"
+#include "history/sink.hpp"
 
 namespace sonde::engine {
 
@@ -26,12 +24,17 @@ using steady = std::chrono::steady_clock;
 using wall = std::chrono::system_clock;
 namespace fs = std::filesystem;
 
+struct agent_registry::queue_pos {
+  std::uint64_t last_seq = 0;  // the last seq stored (durable) for this queue id
+  std::uint64_t dropped = 0;   // the agent's dropped count stored with it
+};
+
 struct agent_registry::agent_state {
   agent_view view;
-  std::string path;
-  std::uint64_t file_bytes = 0;
-  std::map<std::string, std::uint64_t> queues;  // queue_id -> last stored seq
+  std::map<std::string, queue_pos> queues;  // queue_id -> stored position
+  bool legacy_checked = false;              // an old per-agent file was looked for
   std::map<std::string, std::unique_ptr<task_spec>> specs;
+  std::map<const task_spec*, std::shared_ptr<const history::task_ident>> idents;
   std::map<std::string, status> last_status;
   std::unique_ptr<task_spec> other_spec, dead_spec;
   std::optional<status> dead_state;  // last state reported by the dead-man switch
@@ -39,6 +42,10 @@ struct agent_registry::agent_state {
   // Store failures are logged at once, then at most every 10 s with the count.
   std::optional<steady::time_point> store_error_said;
   std::uint64_t store_errors_unsaid = 0;
+  // The chain of store writes: `busy` while a batch of this agent is in the store; what comes
+  // meanwhile (a report of a newer connection, a rewind) waits its turn, in order.
+  bool busy = false, stepping = false;
+  std::deque<std::function<void()>> waiting;
 };
 
 namespace {
@@ -124,16 +131,16 @@ agent_registry::agent_registry(agent_registry_options opts, warn_fn warn)
                                         : (fs::path(opts_.state_dir) / "agent-keys").string();
   if (opts_.window == 0) opts_.window = 1;
   if (opts_.dead_intervals < 1) opts_.dead_intervals = 1;
-  // Agents stored by an earlier run are listed (offline) until they say hello; their stores
-  // are read then.
+  // Agents of old per-agent files are listed (offline) until they say hello; their queue
+  // positions are imported then (agents the store knows are added by store_ready).
   std::error_code ec;
   fs::path dir = fs::path(opts_.state_dir) / "agents";
+  if (opts_.state_dir.empty()) return;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     auto p = it->path();
     if (p.extension() != ".jsonl") continue;
     auto a = std::make_unique<agent_state>();
     a->view.name = p.stem().string();
-    a->path = p.string();
     std::error_code sec;
     auto mt = fs::last_write_time(p, sec);
     if (!sec)
@@ -149,7 +156,7 @@ tl::expected<void, std::string> agent_registry::check_name(const std::string& na
   return check_agent_name(name);
 }
 
-std::string agent_registry::store_path(const std::string& name) const {
+std::string agent_registry::legacy_path(const std::string& name) const {
   return (fs::path(opts_.state_dir) / "agents" / (safe_name(name) + ".jsonl")).string();
 }
 
@@ -158,111 +165,154 @@ const agent_view* agent_registry::find(const std::string& name) const {
   return it == agents_.end() ? nullptr : &it->second->view;
 }
 
-// Read the store: the last seq per queue_id, the agent's dropped count, the recent window.
-agent_registry::agent_state* agent_registry::load(const std::string& name, std::string& error) {
+agent_registry::agent_state& agent_registry::state_of(const std::string& name) {
   auto& slot = agents_[name];
   if (!slot) {
     slot = std::make_unique<agent_state>();
     slot->view.name = name;
   }
-  auto& a = *slot;
-  a.path = store_path(name);
-  a.queues.clear();
-  a.view.window.clear();
-  std::error_code ec;
-  fs::create_directories(fs::path(a.path).parent_path(), ec);
-  if (ec) {
-    error = "cannot create " + fs::path(a.path).parent_path().string() + ": " + ec.message();
-    return nullptr;
-  }
-  std::ifstream in(a.path, std::ios::binary);
-  if (!in && fs::exists(a.path, ec)) {
-    error = "cannot read " + a.path + ": " + std::strerror(errno);
-    return nullptr;
-  }
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::size_t good_end = data.size();
-  if (!data.empty() && data.back() != '\n') {
-    good_end = data.rfind('\n');
-    good_end = good_end == std::string::npos ? 0 : good_end + 1;
-    std::size_t line_no =
-        static_cast<std::size_t>(
-            std::count(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(good_end), '\n')) +
-        1;
-    if (warn_)
-      warn_(a.path + ":" + std::to_string(line_no) + ": torn last line (" +
-            std::to_string(data.size() - good_end) +
-            " bytes, written when the engine stopped); "
-            "ignored and cut off");
-    if (::truncate(a.path.c_str(), static_cast<off_t>(good_end)) != 0 && warn_)
-      warn_("cannot truncate " + a.path + ": " + std::strerror(errno));
-    data.resize(good_end);
-  }
-  a.file_bytes = data.size();
-  std::vector<std::string_view> recent;  // the last `window` result lines
-  std::size_t pos = 0, line_no = 0;
-  std::string last_qid;
-  while (pos < data.size()) {
-    auto nl = data.find('\n', pos);
-    std::string_view l(data.data() + pos, nl - pos);
-    pos = nl + 1;
-    ++line_no;
-    if (l.empty()) continue;
-    if (auto h = parse_head(l)) {
-      auto& last = a.queues[h->queue_id];
-      if (last > 0 && h->seq > last + 1) a.view.lost += h->seq - last - 1;
-      last = std::max(last, h->seq);
-      a.view.dropped = std::max(a.view.dropped, h->dropped);
-      last_qid = h->queue_id;
-      recent.push_back(l);
-      if (recent.size() > opts_.window) recent.erase(recent.begin());
-      continue;
-    }
-    if (l.substr(0, 9) == "{\"state\":") {
-      auto j = json::parse(l, nullptr, false);
-      if (j.is_object() && j["state"].is_object()) {
-        auto& st = j["state"];
-        // A state line sets the last seq of each queue it names: it starts a rotated file, or
-        // records a rewind (the agent's queue had written less than the store held).
-        if (st.contains("queues") && st["queues"].is_object())
-          for (auto& [q, v] : st["queues"].items())
-            if (v.is_number_unsigned() && valid_queue_id(q)) {
-              a.queues[q] = v.get<std::uint64_t>();
-              last_qid = q;
-            }
-        if (auto qi = st.find("queue_id");
-            qi != st.end() && qi->is_string() && valid_queue_id(qi->get<std::string>()))
-          last_qid = qi->get<std::string>();
-        if (auto lo = st.find("lost"); lo != st.end() && lo->is_number_unsigned())
-          a.view.lost = std::max(a.view.lost, lo->get<std::uint64_t>());
-        if (st.contains("dropped") && st["dropped"].is_number_unsigned())
-          a.view.dropped = std::max(a.view.dropped, st["dropped"].get<std::uint64_t>());
-        continue;
-      }
-    }
-    if (warn_) warn_(a.path + ":" + std::to_string(line_no) + ": not a result line; ignored");
-  }
-  for (auto l : recent) {
-    auto j = json::parse(l, nullptr, false);
-    auto ri = j.is_object() ? j.find("result") : j.end();
-    if (!j.is_object() || ri == j.end() || !check_agent_result(*ri, "result")) {
-      if (warn_) warn_(a.path + ": a recent result line is not a valid result; ignored");
-      continue;
-    }
-    json r = *ri;
-    r["agent"] = name;
-    if (r.value("type", "") == "system" && r["metrics"].is_object())
-      a.view.latest_system = r["metrics"];
-    if (auto t = parse_time(str_field(r, "time"))) a.view.last_result_time = t;
-    a.view.window.push_back(std::move(r));
-  }
-  if (!last_qid.empty()) {
-    a.view.queue_id = last_qid;
-    a.view.last_seq = a.queues[last_qid];
-  }
-  return &a;
+  return *slot;
 }
 
+void agent_registry::store_ready(
+    tl::expected<std::vector<history::agent_position>, std::string> positions) {
+  if (!positions) {
+    phase_ = store_phase::refused;
+    refused_reason_ = positions.error();
+    if (warn_)
+      warn_("agents cannot report to this central: its history store is refused (" +
+            refused_reason_ + ")");
+    return;
+  }
+  phase_ = store_phase::ready;
+  for (auto& p : *positions) {
+    if (!check_name(p.agent) || !valid_queue_id(p.queue_id)) continue;
+    auto& a = state_of(p.agent);
+    a.queues[p.queue_id] = {p.last_seq, p.dropped};
+    a.view.dropped = std::max(a.view.dropped, p.dropped);
+    if (a.view.queue_id.empty()) {
+      a.view.queue_id = p.queue_id;
+      a.view.last_seq = p.last_seq;
+    }
+  }
+}
+
+std::string agent_registry::store_state() const {
+  switch (phase_) {
+    case store_phase::starting:
+      return "starting";
+    case store_phase::ready:
+      return "ready";
+    case store_phase::refused:
+      return "refused";
+  }
+  return "starting";
+}
+
+std::string agent_registry::store_unusable() const {
+  if (!opts_.store) return "the central has no history store; agents' results cannot be stored";
+  if (phase_ == store_phase::starting) {
+    // Its first open failed (it retries every few seconds): say why.
+    if (opts_.store->state() == "failing") {
+      auto e = opts_.store->status()["error"];
+      return "the central's history store cannot open its database (" +
+             (e.is_string() ? e.get<std::string>() : std::string("failing")) + "); try again";
+    }
+    return "the central's history store is starting; try again";
+  }
+  if (phase_ == store_phase::refused)
+    return "the central has no history store (" + refused_reason_ +
+           "); agents' results cannot be stored until its operator fixes it";
+  return "";
+}
+
+// An old per-agent file (`<name>.jsonl.1`, then `<name>.jsonl`): the last seq per queue_id, the
+// agent's dropped count and the gaps. Read only: the files are no longer written.
+tl::expected<void, std::string> agent_registry::import_legacy(agent_state& a) {
+  const std::string base = legacy_path(a.view.name);
+  std::map<std::string, std::uint64_t> queues;
+  std::uint64_t dropped = 0, lost = 0;
+  std::string last_qid, files;
+  for (const std::string& path : {base + ".1", base}) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) continue;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return tl::unexpected("cannot read " + path + ": " + std::strerror(errno));
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    files += (files.empty() ? "" : " and ") + path;
+    if (!data.empty() && data.back() != '\n') {
+      std::size_t good_end = data.rfind('\n');
+      good_end = good_end == std::string::npos ? 0 : good_end + 1;
+      std::size_t line_no =
+          static_cast<std::size_t>(std::count(
+              data.begin(), data.begin() + static_cast<std::ptrdiff_t>(good_end), '\n')) +
+          1;
+      if (warn_)
+        warn_(path + ":" + std::to_string(line_no) + ": torn last line (" +
+              std::to_string(data.size() - good_end) +
+              " bytes, written when the engine stopped); ignored");
+      data.resize(good_end);
+    }
+    std::size_t pos = 0, line_no = 0;
+    while (pos < data.size()) {
+      auto nl = data.find('\n', pos);
+      std::string_view l(data.data() + pos, nl - pos);
+      pos = nl + 1;
+      ++line_no;
+      if (l.empty()) continue;
+      if (auto h = parse_head(l)) {
+        auto& last = queues[h->queue_id];
+        if (last > 0 && h->seq > last + 1) lost += h->seq - last - 1;
+        last = std::max(last, h->seq);
+        dropped = std::max(dropped, h->dropped);
+        last_qid = h->queue_id;
+        continue;
+      }
+      if (l.substr(0, 9) == "{\"state\":") {
+        auto j = json::parse(l, nullptr, false);
+        if (j.is_object() && j["state"].is_object()) {
+          auto& st = j["state"];
+          // A state line sets the last seq of each queue it names: it starts a rotated file, or
+          // records a rewind (the agent's queue had written less than the store held).
+          if (st.contains("queues") && st["queues"].is_object())
+            for (auto& [q, v] : st["queues"].items())
+              if (v.is_number_unsigned() && valid_queue_id(q)) {
+                queues[q] = v.get<std::uint64_t>();
+                last_qid = q;
+              }
+          if (auto qi = st.find("queue_id");
+              qi != st.end() && qi->is_string() && valid_queue_id(qi->get<std::string>()))
+            last_qid = qi->get<std::string>();
+          if (auto lo = st.find("lost"); lo != st.end() && lo->is_number_unsigned())
+            lost = std::max(lost, lo->get<std::uint64_t>());
+          if (st.contains("dropped") && st["dropped"].is_number_unsigned())
+            dropped = std::max(dropped, st["dropped"].get<std::uint64_t>());
+          continue;
+        }
+      }
+      if (warn_) warn_(path + ":" + std::to_string(line_no) + ": not a result line; ignored");
+    }
+  }
+  if (queues.empty()) return {};
+  auto& v = a.view;
+  v.dropped = std::max(v.dropped, dropped);
+  v.lost = std::max(v.lost, lost);
+  std::string said;
+  for (auto& [q, last] : queues) {
+    a.queues[q] = {last, dropped};
+    said += (said.empty() ? "" : ", ") + q + " up to seq " + std::to_string(last);
+    // Recorded in the store, so the next start finds them there.
+    store_position(a, q, last, dropped, "its imported queue position");
+  }
+  if (!last_qid.empty()) {
+    v.queue_id = last_qid;
+    v.last_seq = a.queues[last_qid].last_seq;
+  }
+  if (warn_)
+    warn_("agent " + v.name + ": queue positions imported from " + files + " (" + said +
+          "); the history store keeps them from now on and the file is no longer written");
+  return {};
+}
 tl::expected<void, std::string> agent_registry::refresh_keys() {
   struct stat st {};
   if (::stat(keys_path_.c_str(), &st) != 0) {
@@ -357,19 +407,21 @@ tl::expected<std::uint64_t, std::string> agent_registry::hello(const agent_hello
     if (warn_) warn_("agent_hello from " + peer + " refused: " + auth.error());
     return tl::unexpected(auth.error());
   }
-  auto it = agents_.find(h.agent);
-  agent_state* a = it != agents_.end() && it->second->view.seen_live ? it->second.get() : nullptr;
-  if (!a) {
-    std::string err;
-    a = load(h.agent, err);
-    if (!a) return tl::unexpected(err);
+  // The last stored seq comes from the store: no answer before it is open.
+  if (auto why = store_unusable(); !why.empty()) return tl::unexpected(why);
+  auto& a = state_of(h.agent);
+  if (!a.legacy_checked) {
+    // Upgrading from the per-agent files: the store knows nothing of this agent yet.
+    if (a.queues.empty())
+      if (auto r = import_legacy(a); !r) return tl::unexpected(r.error());
+    a.legacy_checked = true;
   }
-  auto& v = a->view;
+  auto& v = a.view;
   bool was_critical = v.critical;
   v.seen_live = true;
   v.connected = true;
   v.keyed = *auth;
-  a->retired = false;
+  a.retired = false;
   v.peer = peer;
   v.facts = h.facts;
   v.interval = std::max(h.interval, std::chrono::milliseconds(100));
@@ -379,14 +431,16 @@ tl::expected<std::uint64_t, std::string> agent_registry::hello(const agent_hello
   v.problem = h.problem;
   v.version = h.version;
   v.dropped = std::max(v.dropped, h.dropped);
-  v.last_seq = a->queues.count(h.queue_id) ? a->queues[h.queue_id] : 0;
+  auto known = a.queues.find(h.queue_id);
+  v.last_seq = known != a.queues.end() ? known->second.last_seq : 0;
   if (v.last_seq >= h.next_seq) {
     // The store holds numbers this queue never wrote: results forged in its name, or the
     // agent's state directory restored from an older copy. Continue from what the agent has,
     // so that its results are stored again rather than skipped as duplicates for ever.
     std::uint64_t held = v.last_seq;
     v.last_seq = h.next_seq - 1;
-    a->queues[h.queue_id] = v.last_seq;
+    auto& pos = a.queues[h.queue_id];
+    pos.last_seq = v.last_seq;
     if (warn_)
       warn_("agent " + h.agent + ": the store holds results up to seq " + std::to_string(held) +
             " of queue " + h.queue_id + " but the agent's queue has written only up to " +
@@ -394,19 +448,13 @@ tl::expected<std::uint64_t, std::string> agent_registry::hello(const agent_hello
             " (results it never sent: forged, or its state restored from an older copy); "
             "continuing from " +
             std::to_string(v.last_seq));
-    json st{{"state",
-             {{"queues", {{h.queue_id, v.last_seq}}},
-              {"queue_id", h.queue_id},
-              {"rewound_from", held},
-              {"dropped", v.dropped},
-              {"lost", v.lost}}}};
-    if (auto w = append(*a, st.dump() + "\n"); !w) store_failed(*a, w.error(), now);
+    store_position(a, h.queue_id, v.last_seq, pos.dropped, "its rewound queue position");
   }
   v.last_seen = now;
   v.last_seen_wall = v.last_hello_wall = wall::now();
   if (was_critical) {
     v.critical = false;
-    dead_man_record(*a, false, now);
+    dead_man_record(a, false, now);
   }
   return v.last_seq;
 }
@@ -434,97 +482,106 @@ void agent_registry::store_failed(agent_state& a, const std::string& error,
 void agent_registry::store_worked(agent_state& a) {
   auto& v = a.view;
   if (v.store_error.empty()) return;
-  if (warn_)
-    warn_("agent " + v.name + ": its results are stored again (" + a.path + " is writable)");
+  if (warn_) warn_("agent " + v.name + ": its results are stored again");
   v.store_error.clear();
   a.store_error_said.reset();
   a.store_errors_unsaid = 0;
 }
 
-tl::expected<void, std::string> agent_registry::append(agent_state& a, const std::string& lines) {
-  int fd = ::open(a.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return tl::unexpected("cannot open " + a.path + ": " + std::strerror(errno));
-  struct stat st {};
-  bool fresh = ::fstat(fd, &st) == 0 && st.st_size == 0;
-  std::uint64_t before = fresh ? 0 : static_cast<std::uint64_t>(st.st_size);
-  std::string err;
-  if (!write_all(fd, lines)) err = "cannot write " + a.path + ": " + std::strerror(errno);
-  if (err.empty() && opts_.sync && ::fdatasync(fd) != 0)
-    err = "cannot sync " + a.path + ": " + std::strerror(errno);
-  if (!err.empty()) {
-    // Take back what was written: nothing of this report is acknowledged.
-    if (::ftruncate(fd, static_cast<off_t>(before)) != 0 && warn_)
-      warn_("cannot truncate " + a.path + " after a failed write: " + std::strerror(errno));
-    ::close(fd);
-    return tl::unexpected(err);
+void agent_registry::enqueue(agent_state& a, std::function<void()> step) {
+  a.waiting.push_back(std::move(step));
+  next_step(a);
+}
+
+void agent_registry::next_step(agent_state& a) {
+  // A step either answers at once or hands a batch to the store (busy until its callback).
+  if (a.stepping) return;  // the loop below is already running (a step enqueued another)
+  a.stepping = true;
+  while (!a.busy && !a.waiting.empty()) {
+    auto step = std::move(a.waiting.front());
+    a.waiting.pop_front();
+    step();
   }
-  ::close(fd);
-  if (fresh && opts_.sync) fsync_dir(fs::path(a.path).parent_path().string());
-  a.file_bytes = before + lines.size();
-  return {};
+  a.stepping = false;
 }
 
-tl::expected<void, std::string> agent_registry::rotate(agent_state& a) {
-  std::string old = a.path + ".1";
-  json queues = json::object();
-  // Every queue id's last seq is carried over (a queue id changes only when an agent's state
-  // directory is recreated, so there are few).
-  for (auto& [q, s] : a.queues) queues[q] = s;
-  json st{{"state",
-           {{"queues", queues},
-            {"dropped", a.view.dropped},
-            {"lost", a.view.lost},
-            {"queue_id", a.view.queue_id}}}};
-  std::string line = st.dump() + "\n";
-  std::string tmp = a.path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return tl::unexpected("cannot create " + tmp + ": " + std::strerror(errno));
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-            (!opts_.sync || ::fdatasync(fd) == 0);
-  ::close(fd);
-  if (!ok) return tl::unexpected("cannot write " + tmp + ": " + std::strerror(errno));
-  // The full file is linked to .1 first, then the state file renamed over the live name
-  // (atomic): at every instant the live name holds either all results or the state line.
-  if (::unlink(old.c_str()) != 0 && errno != ENOENT)
-    return tl::unexpected("cannot remove " + old + ": " + std::strerror(errno));
-  if (::link(a.path.c_str(), old.c_str()) != 0)
-    return tl::unexpected("cannot link " + a.path + " to " + old + ": " + std::strerror(errno));
-  if (::rename(tmp.c_str(), a.path.c_str()) != 0)
-    return tl::unexpected("cannot rename " + tmp + ": " + std::strerror(errno));
-  if (opts_.sync) fsync_dir(fs::path(a.path).parent_path().string());
-  a.file_bytes = line.size();
-  return {};
+void agent_registry::store_position(agent_state& a, const std::string& queue_id,
+                                    std::uint64_t last_seq, std::uint64_t dropped,
+                                    std::string why) {
+  enqueue(a, [this, &a, queue_id, last_seq, dropped, why = std::move(why)] {
+    history::agent_batch b;
+    b.agent = a.view.name;
+    b.queue_id = queue_id;
+    b.last_seq = last_seq;
+    b.dropped = dropped;
+    a.busy = true;
+    std::weak_ptr<int> alive = alive_;
+    opts_.store->add_agent_report(std::move(b), [this, alive, &a, queue_id, last_seq, dropped,
+                                                 why](tl::expected<void, std::string> r) {
+      if (alive.expired()) return;
+      a.busy = false;
+      if (r) {
+        a.queues[queue_id] = {last_seq, dropped};
+      } else if (warn_) {
+        warn_("agent " + a.view.name + ": cannot record " + why + " (queue " + queue_id + ", seq " +
+              std::to_string(last_seq) + ") in the history store: " + r.error());
+      }
+      next_step(a);
+    });
+  });
 }
 
-tl::expected<std::uint64_t, std::string> agent_registry::report(const std::string& name,
-                                                                const agent_report& rep,
-                                                                steady::time_point now) {
+void agent_registry::report(const std::string& name, agent_report rep, report_done done,
+                            steady::time_point now) {
+  auto fail = [&done](std::string e) { done(tl::unexpected(std::move(e))); };
   auto it = agents_.find(name);
-  if (it == agents_.end() || !it->second->view.seen_live)
-    return tl::unexpected(std::string("agent_hello first"));
+  if (it == agents_.end() || !it->second->view.seen_live) return fail("agent_hello first");
   auto& a = *it->second;
   auto& v = a.view;
-  if (rep.queue_id != v.queue_id)
-    return tl::unexpected(std::string("\"queue_id\" differs from the one in agent_hello"));
+  if (rep.queue_id != v.queue_id) return fail("\"queue_id\" differs from the one in agent_hello");
   if (rep.next_seq > agent_limits::max_seq + 1)
-    return tl::unexpected("\"next_seq\" " + std::to_string(rep.next_seq) +
-                          " is beyond what any agent queue gives out (at most 2^53)");
+    return fail("\"next_seq\" " + std::to_string(rep.next_seq) +
+                " is beyond what any agent queue gives out (at most 2^53)");
   if (rep.next_seq < v.next_seq)
-    return tl::unexpected("\"next_seq\" " + std::to_string(rep.next_seq) + " is below the " +
-                          std::to_string(v.next_seq) +
-                          " this agent stated before (a queue's write position only grows)");
+    return fail("\"next_seq\" " + std::to_string(rep.next_seq) + " is below the " +
+                std::to_string(v.next_seq) +
+                " this agent stated before (a queue's write position only grows)");
   if (rep.dropped > rep.next_seq - 1)
-    return tl::unexpected("\"dropped\" " + std::to_string(rep.dropped) +
-                          " is more than the queue's numbers given out (" +
-                          std::to_string(rep.next_seq - 1) + ")");
-  const json& results = rep.results;
-  if (auto c = check_agent_results(results, rep.next_seq); !c) return tl::unexpected(c.error());
-  std::uint64_t last = v.last_seq, lost = 0;
-  std::string lines;
-  std::vector<const json*> accepted;
-  std::uint64_t dups = 0;
-  std::uint64_t new_dropped = std::max(v.dropped, rep.dropped);
-  for (const json& r : results) {
+    return fail("\"dropped\" " + std::to_string(rep.dropped) +
+                " is more than the queue's numbers given out (" + std::to_string(rep.next_seq - 1) +
+                ")");
+  if (auto c = check_agent_results(rep.results, rep.next_seq); !c) return fail(c.error());
+  if (auto why = store_unusable(); !why.empty()) return fail(why);
+  // The agent is alive, whether or not its results can be stored.
+  v.last_seen = now;
+  v.last_seen_wall = wall::now();
+  v.connected = true;
+  v.next_seq = rep.next_seq;
+  v.queued = rep.queued;
+  v.problem = rep.problem;
+  if (v.critical) {
+    v.critical = false;
+    dead_man_record(a, false, now);
+  }
+  if (!a.busy && a.waiting.empty()) return store_report(a, std::move(rep), std::move(done), now);
+  // Another report of this agent is being stored (its old connection's): this one is
+  // deduplicated against the position that one leaves, once it is durable or failed.
+  enqueue(a, [this, &a, rep = std::move(rep), done = std::move(done), now]() mutable {
+    store_report(a, std::move(rep), std::move(done), now);
+  });
+}
+
+void agent_registry::store_report(agent_state& a, agent_report rep, report_done done,
+                                  steady::time_point now) {
+  auto& v = a.view;
+  const queue_pos pos = a.queues[rep.queue_id];
+  std::uint64_t last = pos.last_seq, lost = 0, dups = 0;
+  history::agent_batch b;
+  b.agent = v.name;
+  b.queue_id = rep.queue_id;
+  b.dropped = std::max(pos.dropped, rep.dropped);
+  std::vector<json> accepted;
+  for (json& r : rep.results) {
     auto seq = r["seq"].get<std::uint64_t>();
     if (seq <= last) {
       ++dups;
@@ -534,80 +591,90 @@ tl::expected<std::uint64_t, std::string> agent_registry::report(const std::strin
     // the bound, lost to a damaged file or a full disk).
     if (last > 0 && seq > last + 1) lost += seq - last - 1;
     last = seq;
-    lines += "{\"queue_id\":\"" + rep.queue_id + "\",\"seq\":" + std::to_string(seq) +
-             ",\"dropped\":" + std::to_string(new_dropped) + ",\"result\":";
-    lines += r.dump(-1, ' ', false, json::error_handler_t::replace);
-    lines += "}\n";
-    accepted.push_back(&r);
+    task_spec* spec = spec_for(a, r);
+    auto row = history::to_row(record_of(r, spec), ident_for(a, spec), false);
+    row.seq = seq;
+    b.rows.push_back(std::move(row));
+    accepted.push_back(std::move(r));
   }
-  v.last_seen = now;
-  v.last_seen_wall = wall::now();
-  v.connected = true;
+  b.last_seq = last;
+  const std::uint64_t dropped = b.dropped;
   v.duplicates += dups;
-  v.next_seq = rep.next_seq;
-  v.queued = rep.queued;
-  v.problem = rep.problem;
-  if (!lines.empty()) {
-    if (auto w = append(a, lines); !w) {
-      store_failed(a, w.error(), now);
-      return tl::unexpected("the central cannot store results now (" + w.error() +
-                            "); they stay queued on the agent");
-    }
-    store_worked(a);
-    v.last_seq = a.queues[rep.queue_id] = last;
-    v.stored += accepted.size();
-    v.lost += lost;
+  if (b.rows.empty() && b.dropped == pos.dropped) {
+    // Nothing new: everything in it is stored already.
+    v.dropped = std::max(v.dropped, rep.dropped);
+    done(pos.last_seq);
+    return;
   }
-  v.dropped = new_dropped;
-  if (v.critical) {
-    v.critical = false;
-    dead_man_record(a, false, now);
-  }
-  for (const json* r : accepted) deliver(a, *r);
-  if (a.file_bytes > opts_.store_max_bytes) {
-    if (auto rr = rotate(a); !rr) store_failed(a, rr.error(), now);
-  }
-  return v.last_seq;
+  a.busy = true;
+  std::weak_ptr<int> alive = alive_;
+  opts_.store->add_agent_report(std::move(b),
+                                [this, alive, &a, queue_id = rep.queue_id, last, dropped, lost,
+                                 accepted = std::move(accepted), done = std::move(done),
+                                 now](tl::expected<void, std::string> r) mutable {
+                                  if (alive.expired()) return;
+                                  a.busy = false;
+                                  auto& v = a.view;
+                                  if (!r) {
+                                    // Nothing of it was stored and nothing is acknowledged: the
+                                    // position stays where it was, and the agent sends these
+                                    // results again.
+                                    store_failed(a, r.error(), now);
+                                    done(tl::unexpected(r.error()));
+                                  } else {
+                                    store_worked(a);
+                                    a.queues[queue_id] = {last, dropped};
+                                    if (queue_id == v.queue_id) v.last_seq = last;
+                                    v.stored += accepted.size();
+                                    v.lost += lost;
+                                    v.dropped = std::max(v.dropped, dropped);
+                                    for (const json& res : accepted) deliver(a, res);
+                                    done(last);
+                                  }
+                                  next_step(a);
+                                });
 }
 
-void agent_registry::deliver(agent_state& a, const json& r) {
+task_spec* agent_registry::spec_for(agent_state& a, const json& r) {
   auto& v = a.view;
-  json copy = r;
-  copy["agent"] = v.name;
-  std::string task = str_field(r, "task", "?");
-  std::string type = str_field(r, "type", "?");
-  if (type == "system" && r.contains("metrics") && r["metrics"].is_object())
-    v.latest_system = r["metrics"];
-  auto t = parse_time(str_field(r, "time"));
-  if (t) v.last_result_time = t;
-  v.window.push_back(std::move(copy));
-  while (v.window.size() > opts_.window) v.window.pop_front();
-  if (!on_result_) return;
-
-  task_spec* spec = nullptr;
-  std::string full = v.name + "/" + task;
-  if (auto s = a.specs.find(full); s != a.specs.end()) {
-    spec = s->second.get();
-  } else if (a.specs.size() < opts_.max_tasks_per_agent) {
+  std::string full = v.name + "/" + str_field(r, "task", "?");
+  if (auto s = a.specs.find(full); s != a.specs.end()) return s->second.get();
+  if (a.specs.size() < opts_.max_tasks_per_agent) {
     auto ts = std::make_unique<task_spec>();
     ts->name = full;
-    ts->type = type;
+    ts->type = str_field(r, "type", "?");
     ts->target = str_field(r, "target");
     ts->interval = std::chrono::duration_cast<duration>(v.interval);
     ts->tags["agent"] = v.name;
-    spec = ts.get();
+    auto* spec = ts.get();
     a.specs.emplace(full, std::move(ts));
-  } else {
-    if (!a.other_spec) {
-      a.other_spec = std::make_unique<task_spec>();
-      a.other_spec->name = v.name + "/(other)";
-      a.other_spec->type = "agent";
-      a.other_spec->tags["agent"] = v.name;
-    }
-    spec = a.other_spec.get();
+    return spec;
   }
+  if (!a.other_spec) {
+    a.other_spec = std::make_unique<task_spec>();
+    a.other_spec->name = v.name + "/(other)";
+    a.other_spec->type = "agent";
+    a.other_spec->tags["agent"] = v.name;
+  }
+  return a.other_spec.get();
+}
+
+std::shared_ptr<const history::task_ident> agent_registry::ident_for(agent_state& a,
+                                                                     const task_spec* spec) {
+  auto& ident = a.idents[spec];
+  if (!ident || ident->type != spec->type || ident->target != spec->target) {
+    auto t = std::make_shared<history::task_ident>();
+    t->name = spec->name;
+    t->type = spec->type;
+    t->target = spec->target;
+    ident = std::move(t);
+  }
+  return ident;
+}
+
+result_record agent_registry::record_of(const json& r, task_spec* spec) const {
   result_record rec;
-  rec.time = t.value_or(wall::now());
+  rec.time = parse_time(str_field(r, "time")).value_or(wall::now());
   rec.task = spec;
   rec.state = parse_status(r.contains("status") ? r["status"] : json());
   rec.why = parse_reason(r.contains("reason") ? r["reason"] : json());
@@ -617,9 +684,24 @@ void agent_registry::deliver(agent_state& a, const json& r) {
   if (auto m = r.find("metrics"); m != r.end() && m->is_object())
     for (auto& [k, val] : m->items())
       if (val.is_number()) rec.metrics.push_back({k, val.get<double>()});
-  if (auto p = a.last_status.find(full); p != a.last_status.end() && p->second != rec.state)
+  return rec;
+}
+
+void agent_registry::deliver(agent_state& a, const json& r) {
+  auto& v = a.view;
+  json copy = r;
+  copy["agent"] = v.name;
+  if (str_field(r, "type", "?") == "system" && r.contains("metrics") && r["metrics"].is_object())
+    v.latest_system = r["metrics"];
+  if (auto t = parse_time(str_field(r, "time"))) v.last_result_time = t;
+  v.window.push_back(std::move(copy));
+  while (v.window.size() > opts_.window) v.window.pop_front();
+  if (!on_result_) return;
+  task_spec* spec = spec_for(a, r);
+  result_record rec = record_of(r, spec);
+  if (auto p = a.last_status.find(spec->name); p != a.last_status.end() && p->second != rec.state)
     rec.previous = p->second;
-  a.last_status[full] = rec.state;
+  a.last_status[spec->name] = rec.state;
   on_result_(rec);
 }
 
@@ -629,7 +711,7 @@ void agent_registry::dead_man_record(agent_state& a, bool critical, steady::time
   std::optional<status> previous = a.dead_state;
   if (!previous && !critical) return;  // never alarmed: nothing to recover from
   a.dead_state = st;
-  if (!on_result_) return;
+  if (!on_result_ && !opts_.store) return;
   if (!a.dead_spec) {
     a.dead_spec = std::make_unique<task_spec>();
     a.dead_spec->name = "agent:" + v.name;
@@ -651,7 +733,9 @@ void agent_registry::dead_man_record(agent_state& a, bool critical, steady::time
                          : "agent " + v.name + " reporting again";
   if (previous && *previous != st) rec.previous = previous;
   if (!previous && critical) rec.previous = status::ok;  // it was fine until now
-  on_result_(rec);
+  // Into history like any result (not through a report: it has no seq).
+  if (opts_.store) opts_.store->add_result(history::to_row(rec, ident_for(a, rec.task), false));
+  if (on_result_) on_result_(rec);
 }
 
 std::size_t agent_registry::sweep(steady::time_point now) {
@@ -767,7 +851,8 @@ json agent_registry::status_json() const {
   }
   return {{"agents", agents_.size()},
           {"connected", connected},
-          {"store", opts_.state_dir.empty() ? "agents" : opts_.state_dir + "/agents"},
+          {"store", opts_.store ? json(opts_.store->path()) : json()},
+          {"store_state", store_state()},
           {"store_failures", store_failures_},
           {"store_failing", std::move(failing)},
           {"store_error", last_store_error_.empty() ? json() : json(last_store_error_)},
