@@ -2,7 +2,8 @@
 # The central side of agents, black-box: a real `sonde run` central and real `sonde agent`
 # processes on loopback. Two agents show in `sondectl agents`; a stopped agent turns critical
 # within three intervals and recovers; `agent NAME info` answers from the agent; the central
-# is SIGKILLed and restarted mid-stream and every result is stored exactly once and in order;
+# is SIGKILLed and restarted mid-stream and every result is stored exactly once and in order
+# in its history store (history.db, read with Python's sqlite3);
 # `agent NAME disconnect` makes the agent exit 0. Every wait is bounded.
 set -uo pipefail
 : "${SONDE_BUILD_DIR:?}" "${SONDE_SOURCE_DIR:?}"
@@ -121,10 +122,14 @@ for p in "$agent_pid_a" "$agent_pid_b"; do
   for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 done
 for n in a b; do
-  out=$(python3 - "$state/agents/$n.jsonl" "$work/agent-$n.err" <<'PY'
-import json, re, sys
-seqs = [json.loads(l)["seq"] for l in open(sys.argv[1]) if l.strip() and '"seq"' in l]
-err = open(sys.argv[2]).read()
+  out=$(python3 - "$state/history.db" "$n" "$work/agent-$n.err" <<'PY'
+import re, sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+name = sys.argv[2]
+seqs = [r[0] for r in db.execute(
+    "SELECT result.seq FROM result JOIN task ON result.task = task.id "
+    "WHERE task.name = ? ORDER BY result.t", (name + "/system",))]
+err = open(sys.argv[3]).read()
 m = re.findall(r"stopped; (\d+) results? queued", err)
 queued = int(m[-1]) if m else -1
 ok = seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 8
@@ -133,6 +138,11 @@ PY
   )
   if [[ $out == OK* ]]; then ok "agent $n: seq 1..N stored exactly once, in order ($out)"; else bad "agent $n store: $out"; fi
 done
+[[ ! -e $state/agents/a.jsonl ]] && ok "no per-agent file is written" || bad "the central wrote $state/agents/a.jsonl"
+n=$(python3 -c "import sqlite3,sys
+db = sqlite3.connect('file:$state/history.db?mode=ro', uri=True)
+print(db.execute(\"SELECT count(*) FROM result JOIN task ON result.task = task.id WHERE task.name = 'agent:b' AND task.type = 'agent' AND result.status = 2\").fetchone()[0])")
+[[ ${n:-0} -ge 1 ]] && ok "the dead-man record of b is in history ($n)" || bad "agent:b critical records in history: '$n'"
 
 # --- disconnect: the agent exits 0 and stays away --------------------------------------------
 start_agent a
