@@ -103,5 +103,5 @@ async def main():
 
 asyncio.run(main())
 PY
-echo "central RSS: $(grep VmRSS /proc/$central/status | awk '{print $2, $3}'); store: $(du -sh "$work/state/agents" | cut -f1) in $(ls "$work/state/agents" | wc -l) files"
+echo "central RSS: $(grep VmRSS /proc/$central/status | awk '{print $2, $3}'); store: $(du -shc "$work/state/history.db"* | tail -1 | cut -f1) (history.db with its WAL)"
 "$BUILD/bin/sondectl" --connect "127.0.0.1:$port" agents | head -3
