@@ -145,7 +145,7 @@ TEST_CASE("dispatcher: Retry-After from the receiver sets the next attempt",
   CHECK(r.calls[1].at - r.calls[0].at >= 300ms);
 }
 
-TEST_CASE("dispatcher: a rejected message is dropped and counted; the next goes on",
+TEST_CASE("dispatcher: a rejected message is dropped and counted, the next goes on",
           "[alarm][dispatcher]") {
   rig r(config(0ms));
   r.script = {outcome(delivery_result::outcome::rejected)};

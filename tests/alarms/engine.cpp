@@ -168,7 +168,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "alarm e2e: SIGKILL with notifications pending; after the restart all are delivered, "
+    "alarm e2e: SIGKILL with notifications pending, after the restart all are delivered, "
     "none twice, and the firing alarm is not raised again",
     "[alarm][integration]") {
   sonde::test::temp_dir dir;
@@ -252,7 +252,7 @@ TEST_CASE("alarm e2e: 1,000 tasks failing at once make one grouped message per n
 }
 
 TEST_CASE(
-    "alarm e2e: a dependency chain pages for the root only; a child that still fails "
+    "alarm e2e: a dependency chain pages for the root only, a child that still fails "
     "after its parent recovers is notified then",
     "[alarm][integration]") {
   sonde::test::temp_dir dir;
@@ -389,7 +389,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "alarm e2e: silence, unsilence and ack over the control channel; watchers get "
+    "alarm e2e: silence, unsilence and ack over the control channel, watchers get "
     "alarm events",
     "[alarm][integration]") {
   sonde::test::temp_dir dir;

@@ -113,7 +113,7 @@ TEST_CASE("alarm: a failure streak below the threshold is pending and never noti
   CHECK(h.t.state() == alarm_state::pending);
 }
 
-TEST_CASE("alarm: a severity change while firing is notified; unknown counts as critical",
+TEST_CASE("alarm: a severity change while firing is notified, unknown counts as critical",
           "[alarm]") {
   harness h;
   h.p.failure_threshold = 1;
@@ -130,7 +130,7 @@ TEST_CASE("alarm: a severity change while firing is notified; unknown counts as 
   CHECK(h.notified() == 2);
 }
 
-TEST_CASE("alarm: renotify repeats a firing notification; ack stops it until resolved", "[alarm]") {
+TEST_CASE("alarm: renotify repeats a firing notification, ack stops it until resolved", "[alarm]") {
   harness h;
   h.p.failure_threshold = 1;
   h.p.success_threshold = 1;
@@ -188,7 +188,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "alarm: a silence holds the firing; lifted while failing, it is notified then; a "
+    "alarm: a silence holds the firing, lifted while failing, it is notified then, a "
     "notified alarm's resolution goes out even while silenced",
     "[alarm]") {
   harness h;
@@ -225,7 +225,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "alarm: a failing parent holds the child's firing; when the parent recovers and the "
+    "alarm: a failing parent holds the child's firing, when the parent recovers and the "
     "child still fails, the child is notified",
     "[alarm]") {
   harness h;
@@ -281,7 +281,7 @@ TEST_CASE(
   CHECK(t2.quiet());
 }
 
-TEST_CASE("alarm: a removed task's notified alarm is resolved; an unnotified one just ends",
+TEST_CASE("alarm: a removed task's notified alarm is resolved, an unnotified one just ends",
           "[alarm]") {
   harness h;
   h.p.failure_threshold = 1;

@@ -336,7 +336,7 @@ TEST_CASE("notifiers: outcomes of HTTP replies, refusals and stalls", "[notifier
   CHECK(server.count() >= 1);
 }
 
-TEST_CASE("notifiers: connection refused retries; destroying a notifier cancels silently",
+TEST_CASE("notifiers: connection refused retries, destroying a notifier cancels silently",
           "[notifier]") {
   harness h;
   unsigned short closed = 0;

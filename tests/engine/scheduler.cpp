@@ -59,7 +59,7 @@ TEST_CASE("scheduler: once mode runs every enabled task once within max_in_fligh
   }
 }
 
-TEST_CASE("scheduler: a task never overlaps itself; missed runs are skipped", "[scheduler]") {
+TEST_CASE("scheduler: a task never overlaps itself, missed runs are skipped", "[scheduler]") {
   // max_in_flight 1 and two tasks each taking the whole interval: runs must queue, never overlap.
   auto tf = load("[engine]\nmax_in_flight = 1\n" + sleep_tasks(2, "40ms", "40ms", "40ms"));
   asio::io_context io;

@@ -59,7 +59,7 @@ TEST_CASE("plugins: bad files are refused by name while the good ones load", "[p
   CHECK(host.problems().size() == 5);
 }
 
-TEST_CASE("plugins: seed names and aliases resolve; a file name seen earlier is shadowed",
+TEST_CASE("plugins: seed names and aliases resolve, a file name seen earlier is shadowed",
           "[plugins]") {
   plugin_host host;
   host.load_dirs({{real_dir, "a"}, {real_dir + "/.", "b"}});

@@ -318,7 +318,7 @@ TEST_CASE("dns: each run uses a fresh random id", "[dns][fault]") {
   CHECK(std::unique(ids.begin(), ids.end()) - ids.begin() >= 7);  // 16 bits: a repeat is rare
 }
 
-TEST_CASE("dns: runs to one server reuse its socket; a late duplicate answers nothing",
+TEST_CASE("dns: runs to one server reuse its socket, a late duplicate answers nothing",
           "[dns][fault]") {
   // Every query is answered twice: the duplicate stays queued on the kept socket and is read
   // (and ignored: another id) by the next run, which takes only its own answer.

@@ -29,7 +29,7 @@ TEST_CASE("heartbeat: beats while work is active and lets run() return soon afte
   CHECK(took < 50ms + 200ms);  // one or two periods after the end, not a deadline away
 }
 
-TEST_CASE("heartbeat: stop() ends it at once; destroying it with a wait pending is safe",
+TEST_CASE("heartbeat: stop() ends it at once, destroying it with a wait pending is safe",
           "[net][heartbeat]") {
   asio::io_context io;
   {

@@ -224,7 +224,7 @@ TEST_CASE("ntp: a real chronyd at local stratum 8 is ok", "[ntp][integration]") 
   CHECK(v3->why == reason::none);
 }
 
-TEST_CASE("ntp: a correct fault-server reply is ok; the offset follows the server clock",
+TEST_CASE("ntp: a correct fault-server reply is ok, the offset follows the server clock",
           "[ntp][integration]") {
   fault_server srv([](const bytes& req) { return std::vector<bytes>{reply_to(req, {}, 2000ms)}; });
   auto r = run_ntp(srv.target_text());
@@ -317,7 +317,7 @@ TEST_CASE("ntp: a correct reply after wrong ones is accepted", "[ntp][integratio
   CHECK(clock::now() - start < 1s);  // did not wait for the deadline
 }
 
-TEST_CASE("ntp: runs to one server reuse its socket; a late duplicate answers nothing",
+TEST_CASE("ntp: runs to one server reuse its socket, a late duplicate answers nothing",
           "[ntp][integration]") {
   // Every request is answered twice; the duplicate waits on the kept socket and is ignored by
   // the next run (its origin timestamp is the previous request's).

@@ -192,7 +192,7 @@ TEST_CASE("system: /proc/net/dev and /proc/diskstats", "[system]") {
   CHECK_FALSE(sys::parse_diskstats("x 0 sda 1 2 3 4 5 6 7 8 9 10 11\n"));
 }
 
-TEST_CASE("system: /proc/mounts unescapes names; the skipped types", "[system]") {
+TEST_CASE("system: /proc/mounts unescapes names, the skipped types", "[system]") {
   auto m = sys::parse_mounts(slurp("basic/t0/proc/mounts"));
   REQUIRE(m);
   REQUIRE(m->size() == 9);
@@ -462,7 +462,7 @@ TEST_CASE("system: a literally named interface, disk or mount that is absent is 
   CHECK(r->get("fs.root.used_pct"));
 }
 
-TEST_CASE("system: empty lists turn parts off; per_core off", "[system]") {
+TEST_CASE("system: empty lists turn parts off, per_core off", "[system]") {
   auto set = root_opts(fixture("basic/t0"));
   set.set("interfaces", std::vector<std::string>{""});  // --set interfaces=
   set.set("disks", std::vector<std::string>{});

@@ -114,7 +114,7 @@ TEST_CASE("ntp packet: encode and decode round-trip every field", "[ntp][wire]")
   CHECK(ntp::refid_text(q->stratum, q->reference_id) == "INIT");
 }
 
-TEST_CASE("ntp packet: short input is truncated; extension fields are ignored", "[ntp][wire]") {
+TEST_CASE("ntp packet: short input is truncated, extension fields are ignored", "[ntp][wire]") {
   for (std::size_t n : {0u, 1u, 20u, 47u}) {
     auto p = ntp::decode(std::span<const std::uint8_t>(chrony_reply.data(), n));
     REQUIRE_FALSE(p);
