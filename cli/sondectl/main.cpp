@@ -26,6 +26,7 @@
 #include <sonde/version.hpp>
 #include "alarms.hpp"
 #include "control/control_request.hpp"
+#include "history.hpp"
 
 using json = nlohmann::json;
 using asio::ip::tcp;
@@ -356,6 +357,8 @@ void show_status(const json& r) {
         (plugs.empty() ? "" : ", ") + str(p, "name") + " " + str(p, "version") + " (" + types + ")";
   }
   std::printf("plugins:  %s\n", plugs.empty() ? "none" : plugs.c_str());
+  if (auto h = sonde::sondectl::history_status_text(r); !h.empty())
+    std::printf("history:  %s\n", h.c_str());
 }
 
 void show_clients(const json& r) {
@@ -723,6 +726,7 @@ int main(int argc, char** argv) {
   agent->add_option("--reason", agent_reason, "With disconnect: the reason the agent prints");
 
   auto run_alarms = sonde::sondectl::add_alarm_commands(app);
+  auto run_history = sonde::sondectl::add_history_commands(app);
   bool walarms = false;
   watch->add_flag("--alarms", walarms, "Alarm events instead of results");
   auto* send = app.add_subcommand("send", "Send one raw JSON request and print the reply");
@@ -831,6 +835,10 @@ int main(int argc, char** argv) {
     }
     if (*agents) return cmd_agents(s, agents_watch, agents_count);
     if (auto rc = run_alarms([&](json r, std::function<void(const json&)> show) {
+          return simple(s, std::move(r), show);
+        }))
+      return *rc;
+    if (auto rc = run_history([&](json r, std::function<void(const json&)> show) {
           return simple(s, std::move(r), show);
         }))
       return *rc;

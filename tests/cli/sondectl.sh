@@ -267,5 +267,92 @@ expect_rc "silence needs a duration" 1 "${A[@]}" silence down
 contains "duration error" "give exactly one of \"for\""
 kill "$engine_pid"
 
+# --- history: history, uptime, percentiles, incidents, status ---------------------------------
+start_listener 60
+closed=$(bash -c 'for p in $(seq 47400 47500); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done')
+cat >"$work/history.toml" <<TOML
+[alarms]
+failure_threshold = 1
+[history]
+commit_interval = "100ms"
+[defaults]
+interval = "300ms"
+timeout = "300ms"
+[[task]]
+name = "web"
+type = "tcp"
+target = "127.0.0.1:$open"
+[[task]]
+name = "down"
+type = "tcp"
+target = "127.0.0.1:$closed"
+TOML
+start_engine history "$work/history.toml" --control 127.0.0.1:0 --state-dir "$work/history-state" || exit 1
+H=("$CTL" --connect "127.0.0.1:$port")
+sleep 3
+# json_ok NAME PYTHON-EXPR : the JSON reply in $out (its line starting with "{") parses and the
+# expression (over r) holds
+json_ok() {
+  if grep -m1 '^{' <<<"$out" | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); sys.exit(0 if ('"$2"') else 1)' 2>/dev/null; then
+    ok "$1"
+  else
+    bad "$1: ($2) does not hold for: $out"
+  fi
+}
+expect_rc "history" 0 "${H[@]}" history web --since 1m
+contains "history header: task, metric, level, step" "^task web \(tcp 127\.0\.0\.1:$open\), metric latency \(ms\), level raw, step every result, [0-9T:-]+Z to [0-9T:-]+Z: [0-9]+ points$"
+contains "history raw table" "^TIME +STATUS +VALUE +REASON +MESSAGE$"
+contains "history raw row with the unit" "^20[0-9-]+T[0-9:]+\.[0-9]{3}Z +OK +[0-9]+\.[0-9]{3} ms +-$"
+rows=$(grep -cE '^20[0-9-]+T.* OK ' <<<"$out")
+[[ $rows -ge 5 ]] && ok "history shows the results so far ($rows)" || bad "history rows: $rows in: $out"
+expect_rc "history of a failing task" 0 "${H[@]}" history down --since 1m
+contains "failing rows carry reason and message" "^20[0-9-]+T[0-9:.]+Z +CRITICAL +[0-9.]+ ms +refused +connect failed: Connection refused$"
+expect_rc "history with a step" 0 "${H[@]}" history web --since 10m --step 1m
+contains "rollup header" "^task web \(tcp .*\), metric latency \(ms\), level minute, step 1m, "
+contains "rollup table" "^TIME +N +UP% +OK +WARN +CRIT +UNK +MIN +AVG +MAX +P50 +P90 +P99$"
+contains "rollup row" "^20[0-9-]+T[0-9:]+:00Z +[1-9][0-9]* +100% +[1-9][0-9]* +0 +0 +0( +[0-9]+\.[0-9]{3}){6}$"
+expect_rc "history --json" 0 "${H[@]}" --json history web --since 1m
+json_ok "history --json parses" 'r["ok"] and r["task"] == "web" and r["level"] == "raw" and len(r["points"]) >= 5 and r["points"][-1]["status"] == "ok"'
+expect_rc "history --metric" 0 "${H[@]}" history web --since 1m --metric connect_time
+contains "a metric's series" "metric connect_time, level raw"
+expect_rc "uptime" 0 "${H[@]}" uptime
+contains "uptime table: a column per window" "^TASK +1h +24h +7d +30d +1y$"
+contains "uptime of the failing task" "^down +0% +0% +0% +0% +0%$"
+contains "uptime of the healthy task" "^web +100% +100% +100% +100% +100%$"
+expect_rc "uptime of one task over chosen windows" 0 "${H[@]}" uptime web --windows 1m,1h
+contains "chosen windows" "^TASK +1m +1h$"
+contains "one row" "^web +100% +100%$"
+if grep -q "^down" <<<"$out"; then bad "uptime web shows down: $out"; else ok "uptime TASK shows only that task"; fi
+expect_rc "uptime --json" 0 "${H[@]}" --json uptime
+json_ok "uptime --json parses" 'r["ok"] and sorted(t["task"] for t in r["tasks"]) == ["down", "web"] and [t for t in r["tasks"] if t["task"] == "web"][0]["windows"]["1h"]["ok"] >= 5'
+expect_rc "percentiles" 0 "${H[@]}" percentiles --since 10m
+contains "percentiles header" "^latency in ms from [0-9T:-]+Z to [0-9T:-]+Z \(quantiles within 1%\)$"
+contains "percentiles table" "^TASK +N +MIN +AVG +P50 +P90 +P95 +P99 +P99\.9 +MAX$"
+contains "percentiles row" "^web +[1-9][0-9]*( +[0-9]+\.[0-9]{3}){8}$"
+expect_rc "percentiles --json" 0 "${H[@]}" --json percentiles web
+json_ok "percentiles --json parses" 'r["ok"] and len(r["tasks"]) == 1 and r["tasks"][0]["n"] >= 5 and r["tasks"][0]["min"] <= r["tasks"][0]["p50"] <= r["tasks"][0]["max"]'
+expect_rc "incidents" 0 "${H[@]}" incidents
+contains "incidents table" "^START +END +DURATION +TASK +SEVERITY +REASON +MESSAGE$"
+contains "the ongoing incident" "^20[0-9-]+T[0-9:]+Z +ongoing +[0-9]+s +down +critical +refused +connect failed: Connection refused$"
+expect_rc "incidents of a healthy task" 0 "${H[@]}" incidents web --since 1h
+contains "none for web" "^no incidents from "
+expect_rc "incidents --json --limit" 0 "${H[@]}" --json incidents down --limit 1
+json_ok "incidents --json parses" 'r["ok"] and len(r["incidents"]) == 1 and r["incidents"][0]["task"] == "down" and r["incidents"][0]["end"] is None'
+expect_rc "status shows history" 0 "${H[@]}" status
+contains "status history line" "^history: +ok, [1-9][0-9]* written, 0 dropped, [0-9]+ queued, file [0-9.]+ [KMG]?i?B.* $work/history-state/history\.db$"
+expect_rc "history of an unknown task" 1 "${H[@]}" history nope
+contains "unknown task error" "^sondectl: no history for task 'nope'$"
+expect_rc "uptime of an unknown task" 1 "${H[@]}" uptime web nope
+contains "uptime error names it" "no history for task 'nope'"
+expect_rc "percentiles of an unknown task" 1 "${H[@]}" percentiles nope
+expect_rc "incidents of an unknown task" 1 "${H[@]}" incidents nope
+expect_rc "unknown task with --json" 1 "${H[@]}" --json history nope
+json_ok "the error reply as JSON" 'r["ok"] is False and "nope" in r["error"]'
+expect_rc "a bad --since" 1 "${H[@]}" history web --since yesterday
+contains "since error" "'yesterday' is neither a duration"
+expect_rc "history needs a task" 3 "${H[@]}" history
+kill "$engine_pid"
+wait "$engine_pid"
+
 echo "sondectl: $passes passed, $fails failed"
 [[ $fails -eq 0 ]]
