@@ -429,6 +429,7 @@ TEST_CASE("http: an error is final", "[web][http]") {
   request_parser p;
   CHECK(p.feed("GET / HTTP/9.9\r\n").status == parse_status::error);
   CHECK(p.error().status == 505);
+  CHECK_FALSE(p.head_complete());
   CHECK_FALSE(p.error().reason.empty());
   CHECK(p.feed(get("/")).status == parse_status::error);
   CHECK(p.error().status == 505);

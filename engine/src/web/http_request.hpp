@@ -106,7 +106,7 @@ class request_parser {
   const http_error& error() const { return error_; }
   /// True once the header section is parsed and checked (the body may still be coming). A server
   /// answers "100 Continue" then, if `request().expect_continue`.
-  bool head_complete() const { return state_ > state::headers; }
+  bool head_complete() const { return state_ > state::headers && state_ != state::failed; }
   /// Bytes held in buffers now (the partial line, stored headers, the body): never more than
   /// the limits allow.
   std::size_t buffered_bytes() const;
