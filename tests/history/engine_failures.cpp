@@ -6,7 +6,6 @@
 // the mount is refused.
 #include <signal.h>
 #include <sqlite3.h>
-#include <sys/wait.h>
 
 #include <catch2/catch.hpp>
 
