@@ -37,8 +37,12 @@ struct statement {
   explicit operator bool() const { return s != nullptr; }
 };
 
+std::string read_error(sqlite3* db) {
+  return std::string("history query failed: ") + sqlite3_errmsg(db);
+}
+
 tl::expected<json, std::string> db_fail(sqlite3* db) {
-  return tl::unexpected(std::string("history query failed: ") + sqlite3_errmsg(db));
+  return tl::unexpected(read_error(db));
 }
 
 std::string iso(time_ms t) {
@@ -62,11 +66,15 @@ struct task_row {
   std::string name, type, target;
 };
 
-std::optional<task_row> find_task(sqlite3* db, const std::string& name) {
+// The task's row; "no history for task" when there is none, or why the database could not be
+// read (never mistaken for a task without history).
+tl::expected<task_row, std::string> find_task(sqlite3* db, const std::string& name) {
   statement st(db, "SELECT id,type,target FROM task WHERE name=?");
-  if (!st) return std::nullopt;
+  if (!st) return tl::unexpected(read_error(db));
   sqlite3_bind_text(st.s, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
-  if (sqlite3_step(st.s) != SQLITE_ROW) return std::nullopt;
+  int rc = sqlite3_step(st.s);
+  if (rc == SQLITE_DONE) return tl::unexpected("no history for task '" + name + "'");
+  if (rc != SQLITE_ROW) return tl::unexpected(read_error(db));
   task_row t;
   t.id = sqlite3_column_int64(st.s, 0);
   t.name = name;
@@ -75,11 +83,12 @@ std::optional<task_row> find_task(sqlite3* db, const std::string& name) {
   return t;
 }
 
-std::vector<task_row> all_tasks(sqlite3* db) {
+tl::expected<std::vector<task_row>, std::string> all_tasks(sqlite3* db) {
   std::vector<task_row> out;
   statement st(db, "SELECT id,name,type,target FROM task ORDER BY name");
-  if (!st) return out;
-  while (sqlite3_step(st.s) == SQLITE_ROW) {
+  if (!st) return tl::unexpected(read_error(db));
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
     task_row t;
     t.id = sqlite3_column_int64(st.s, 0);
     t.name = reinterpret_cast<const char*>(sqlite3_column_text(st.s, 1));
@@ -87,6 +96,7 @@ std::vector<task_row> all_tasks(sqlite3* db) {
     t.target = reinterpret_cast<const char*>(sqlite3_column_text(st.s, 3));
     out.push_back(std::move(t));
   }
+  if (rc != SQLITE_DONE) return tl::unexpected(read_error(db));
   return out;
 }
 
@@ -95,7 +105,7 @@ tl::expected<std::vector<task_row>, std::string> tasks_named(
   std::vector<task_row> out;
   for (const auto& n : names) {
     auto t = find_task(db, n);
-    if (!t) return tl::unexpected("no history for task '" + n + "'");
+    if (!t) return tl::unexpected(t.error());
     out.push_back(std::move(*t));
   }
   return out;
@@ -231,7 +241,7 @@ tl::expected<std::int64_t, std::string> window_seconds(const std::string& text) 
 tl::expected<json, std::string> query_series(sqlite3* db, const series_query& q,
                                              const history_settings& st, time_ms now) {
   auto task = find_task(db, q.task);
-  if (!task) return tl::unexpected("no history for task '" + q.task + "'");
+  if (!task) return tl::unexpected(task.error());
   if (q.until <= q.since) return tl::unexpected(std::string("'until' must be after 'since'"));
   bool latency = q.metric == "latency" || q.metric == "latency_ms";
   std::optional<std::uint32_t> mid;
@@ -393,7 +403,9 @@ tl::expected<json, std::string> query_uptime(sqlite3* db, const uptime_query& q,
   std::vector<task_row> tasks;
   bool all = q.tasks.empty();
   if (all) {
-    tasks = all_tasks(db);
+    auto t = all_tasks(db);
+    if (!t) return tl::unexpected(t.error());
+    tasks = std::move(*t);
   } else {
     auto t = tasks_named(db, q.tasks);
     if (!t) return tl::unexpected(t.error());
@@ -438,7 +450,9 @@ tl::expected<json, std::string> query_percentiles(sqlite3* db, const percentile_
   std::vector<task_row> tasks;
   bool all = q.tasks.empty();
   if (all) {
-    tasks = all_tasks(db);
+    auto t = all_tasks(db);
+    if (!t) return tl::unexpected(t.error());
+    tasks = std::move(*t);
   } else {
     auto t = tasks_named(db, q.tasks);
     if (!t) return tl::unexpected(t.error());
@@ -479,8 +493,9 @@ tl::expected<json, std::string> query_percentiles(sqlite3* db, const percentile_
 tl::expected<json, std::string> query_incidents(sqlite3* db, const incident_query& q, time_ms now) {
   std::optional<task_row> task;
   if (!q.task.empty()) {
-    task = find_task(db, q.task);
-    if (!task) return tl::unexpected("no history for task '" + q.task + "'");
+    auto t = find_task(db, q.task);
+    if (!t) return tl::unexpected(t.error());
+    task = std::move(*t);
   }
   // Alarms whose events overlap the window, or that never resolved.
   std::string sql = "SELECT alarm_id FROM alarm_event" + std::string(task ? " WHERE task=?3" : "") +

@@ -2,9 +2,12 @@
 #include "history/schema.hpp"
 
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -114,6 +117,14 @@ tl::expected<std::string, std::string> set_aside(const std::string& path) {
   return dest;
 }
 
+// Why `path` (or, when it does not exist, its directory) cannot be written, or "".
+std::string not_writable(const std::string& path) {
+  std::error_code ec;
+  auto p = fs::exists(path, ec) ? fs::path(path) : fs::path(path).parent_path();
+  if (p.empty()) p = ".";
+  return ::access(p.c_str(), W_OK) != 0 ? std::string(std::strerror(errno)) : std::string();
+}
+
 enum class verdict { usable, bad, foreign, newer, io };
 
 struct check_result {
@@ -218,8 +229,12 @@ tl::expected<sqlite3*, open_error> open_for_writing(const std::string& path, boo
           open_error::refused, path + " is not this sonde's history database: " + chk.why +
                                    ". It was left untouched and history is off for this run; "
                                    "set [history] path to another file, or move this one away"});
-    if (chk.v == verdict::io)
-      return tl::unexpected(open_error{open_error::retry, "cannot read " + path + ": " + chk.why});
+    if (chk.v == verdict::io) {
+      // "unable to open database file" says little: a read-only file system, say, is the reason.
+      auto ro = not_writable(path);
+      return tl::unexpected(open_error{open_error::retry, "cannot read " + path + ": " + chk.why +
+                                                              (ro.empty() ? "" : " (" + ro + ")")});
+    }
     if (chk.v == verdict::bad) {
       if (attempt > 0)
         return tl::unexpected(open_error{
@@ -233,6 +248,14 @@ tl::expected<sqlite3*, open_error> open_for_writing(const std::string& path, boo
       notes.push_back(path + " was damaged (" + chk.why + "); it was kept as " + *moved +
                       " and a new history database was started");
       continue;
+    }
+    // SQLite falls back to read-only when the file cannot be opened for writing (a read-only
+    // file system, permissions): that is no writer's connection. Try again later.
+    if (sqlite3_db_readonly(c.db, "main") == 1) {
+      auto why = not_writable(path);
+      return tl::unexpected(open_error{
+          open_error::retry,
+          "cannot write " + path + ": " + (why.empty() ? "SQLite opened it read-only" : why)});
     }
     std::string err;
     if (!exec(c.db, "PRAGMA journal_mode=WAL", err))

@@ -831,6 +831,14 @@ struct store::impl {
           sqlite3_close_v2(rdb);  // reopen for the next query
           rdb = nullptr;
         }
+        // While writing fails, keep no connection between queries: SQLite shares one
+        // shared-memory index per file within the process, and one opened while the file
+        // system was read-only stays read-only for every later connection, the writer's too,
+        // so writing could never resume.
+        if (rdb && st != "ok") {
+          sqlite3_close_v2(rdb);
+          rdb = nullptr;
+        }
       }
       if (job.second)
         asio::post(io,
