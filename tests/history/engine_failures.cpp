@@ -285,7 +285,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "history e2e: a full disk fails history, not probing or alarms; freeing space resumes "
+    "history e2e: a full disk fails history, not probing or alarms, and freeing space resumes "
     "writing with what was kept",
     "[history][integration]") {
   sonde::test::temp_dir dir;
@@ -344,8 +344,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "history e2e: a read-only file system fails history, not probing or alarms; once writable "
-    "again history resumes",
+    "history e2e: a read-only file system fails history, not probing or alarms, and history "
+    "resumes once it is writable again",
     "[history][integration]") {
   sonde::test::temp_dir dir;
   auto disk = dir.path() + "/disk";
