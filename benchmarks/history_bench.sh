@@ -5,7 +5,7 @@
 # ingest  sonde_history_bench feeds store::add_result at RATE results/s (20,000) for INGEST_SECS
 #         (20) over INGEST_TASKS tasks (2,000), ICMP-like results, then sync(): achieved rate,
 #         drops (goal: 0), the writer thread's CPU per result, commit duration p50/p99/max,
-#         bytes on disk.
+#         bytes on disk; and the floor: the same raw rows inserted into a bare table.
 # jitter  `sonde run` with JIT_TASKS tcp tasks (1,000) at 1 s against a loopback listener,
 #         --format json to a file (on JIT_OUT, default /dev/shm: see below), [history]
 #         enabled = false and true in turn, JIT_ROUNDS (2) runs of JIT_SECS (30) each;
@@ -34,7 +34,7 @@
 # plus the kernel's writeback), so "under disk load" is under some CPU load too, the same for
 # the runs with the store off and on.
 #
-# Usage: benchmarks/history_bench.sh [BUILD_DIR]     (env as above; about 11 minutes in all)
+# Usage: benchmarks/history_bench.sh [BUILD_DIR]     (env as above; about 8 minutes in all)
 # Loopback only; every loop is bounded in count and time.
 set -euo pipefail
 BUILD=${1:-build}

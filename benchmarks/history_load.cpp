@@ -5,7 +5,8 @@
 //   ingest DIR [RATE] [SECS] [TASKS]
 //       feeds store::add_result at a paced RATE results/s (default 20,000) for SECS seconds
 //       (default 20) over TASKS tasks (default 2,000), then sync(). Prints the achieved rate,
-//       drops, the writer thread's CPU per result, commit latency p50/p99/max and bytes on disk.
+//       drops, the writer thread's CPU per result, commit latency p50/p99/max and bytes on disk;
+//       then the floor: the same raw rows into a bare table of the same shape (no rollups).
 //   day DIR [TASKS] [INTERVAL_S]
 //       one simulated UTC day of TASKS tasks (default 100) at INTERVAL_S (default 10) seconds
 //       through the store with a fake clock, then the size of each table (SQLite's dbstat):
@@ -44,6 +45,7 @@
 
 #include <asio/io_context.hpp>
 
+#include "history/codec.hpp"
 #include "history/query.hpp"
 #include "history/store.hpp"
 
@@ -188,6 +190,75 @@ void log_line(const std::string& l) {
 
 // ---- ingest -----------------------------------------------------------------------------------
 
+// The floor: the same raw rows into a bare table of the same shape (no rollups, no expiry, no
+// queue), in transactions of 4,096 rows, WAL and synchronous=FULL as the store has them, on
+// this thread. Returns the thread's CPU seconds per row, or a negative number on failure.
+double raw_insert_floor(const std::string& path, std::uint64_t n, std::size_t ntasks,
+                        double per_ms, std::int64_t wall0) {
+  for (const char* sfx : {"", "-wal", "-shm"}) fs::remove(path + sfx);
+  sqlite3* db = nullptr;
+  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) return -1;
+  auto exec = [&](const char* q) {
+    return sqlite3_exec(db, q, nullptr, nullptr, nullptr) == SQLITE_OK;
+  };
+  bool ok = exec("PRAGMA journal_mode=WAL") && exec("PRAGMA synchronous=FULL") &&
+            exec("PRAGMA cache_size=-16384") &&
+            exec("CREATE TABLE result(task INTEGER NOT NULL, t INTEGER NOT NULL, status INTEGER "
+                 "NOT NULL, reason INTEGER NOT NULL, flags INTEGER NOT NULL, latency_us INTEGER, "
+                 "message TEXT, metrics BLOB, seq INTEGER, PRIMARY KEY(task, t)) WITHOUT ROWID");
+  sqlite3_stmt* ins = nullptr;
+  ok = ok && sqlite3_prepare_v2(db,
+                                "INSERT OR IGNORE INTO result(task,t,status,reason,flags,"
+                                "latency_us,message,metrics,seq) VALUES(?,?,?,?,?,?,?,?,?)",
+                                -1, &ins, nullptr) == SQLITE_OK;
+  if (!ok) {
+    sqlite3_close(db);
+    return -1;
+  }
+  auto tasks = make_tasks(ntasks, 1);
+  result_maker mk(2);
+  // The rows are made before the clock starts: only the inserts are timed.
+  std::vector<std::pair<std::int64_t, result_row>> rows;  // task id, row
+  rows.reserve(4096);
+  double cpu = 0;
+  for (std::uint64_t i = 0; i < n && ok;) {
+    rows.clear();
+    for (; i < n && rows.size() < 4096; ++i)
+      rows.emplace_back(
+          static_cast<std::int64_t>(i % ntasks) + 1,
+          mk.make(tasks[i % ntasks],
+                  wall0 + static_cast<std::int64_t>(static_cast<double>(i) / per_ms)));
+    double c0 = thread_cpu_s();
+    ok = exec("BEGIN IMMEDIATE");
+    for (const auto& [task_id, r] : rows) {
+      std::vector<id_value> ids;
+      for (std::size_t k = 0; k < r.metrics.size(); ++k)
+        ids.push_back({static_cast<std::uint32_t>(k + 1), r.metrics[k].value});
+      std::string blob = encode_metrics(ids);
+      sqlite3_bind_int64(ins, 1, task_id);
+      sqlite3_bind_int64(ins, 2, r.time_ms);
+      sqlite3_bind_int(ins, 3, r.status);
+      sqlite3_bind_int(ins, 4, r.reason);
+      sqlite3_bind_int(ins, 5, 0);
+      if (r.latency_ms) sqlite3_bind_int64(ins, 6, std::llround(*r.latency_ms * 1000.0));
+      if (r.status != 0 && !r.message.empty())
+        sqlite3_bind_text(ins, 7, r.message.data(), static_cast<int>(r.message.size()),
+                          SQLITE_STATIC);
+      if (!blob.empty())
+        sqlite3_bind_blob(ins, 8, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+      ok = ok && sqlite3_step(ins) == SQLITE_DONE;
+      sqlite3_reset(ins);
+      sqlite3_clear_bindings(ins);
+    }
+    ok = ok && exec("COMMIT");
+    cpu += thread_cpu_s() - c0;
+  }
+  sqlite3_finalize(ins);
+  sqlite3_close(db);
+  for (const char* sfx : {"", "-wal", "-shm"}) fs::remove(path + sfx);
+  return ok ? cpu / static_cast<double>(n) : -1;
+}
+
 int run_ingest(const std::string& dir, double rate, double secs, std::size_t ntasks) {
   fs::create_directories(dir);
   std::string path = dir + "/history.db";
@@ -312,14 +383,19 @@ int run_ingest(const std::string& dir, double rate, double secs, std::size_t nta
               static_cast<double>(db_bytes + wal_bytes) / std::max<double>(1, static_cast<double>(written)),
               static_cast<double>(db_final) / 1e6,
               static_cast<double>(db_final) / std::max<double>(1, static_cast<double>(written)));
+  double floor_s = raw_insert_floor(dir + "/floor.db", written, ntasks, per_ms, wall0);
+  double writer_per = writer_cpu / std::max<double>(1, static_cast<double>(written));
+  std::printf("  floor (the same raw rows into a bare table, 4,096 per transaction, same pragmas, "
+              "one thread): %.2f us CPU per row; the writer is %.1fx that\n",
+              floor_s * 1e6, floor_s > 0 ? writer_per / floor_s : 0.0);
   std::printf("RESULT ingest rate=%.0f dropped=%llu writer_us=%.2f commit_p50=%.2f "
-              "commit_p99=%.2f commit_max=%.2f bytes=%llu\n",
+              "commit_p99=%.2f commit_max=%.2f bytes=%llu floor_us=%.2f\n",
               static_cast<double>(written) / drained_s,
               static_cast<unsigned long long>(status["dropped"].get<std::uint64_t>()),
               1e6 * writer_cpu / std::max<double>(1, static_cast<double>(written)),
               quantile(commit_ms, 0.5), quantile(commit_ms, 0.99),
               std::max(quantile(commit_ms, 1.0), status["max_commit_ms"].get<double>()),
-              static_cast<unsigned long long>(db_final));
+              static_cast<unsigned long long>(db_final), floor_s * 1e6);
   return synced && status["dropped"].get<std::uint64_t>() == 0 ? 0 : 1;
 }
 
