@@ -400,17 +400,10 @@ tl::expected<json, std::string> query_uptime(sqlite3* db, const uptime_query& q,
     longest = std::max(longest, *s);
   }
   if (windows.empty()) return tl::unexpected(std::string("no windows asked for"));
-  std::vector<task_row> tasks;
   bool all = q.tasks.empty();
-  if (all) {
-    auto t = all_tasks(db);
-    if (!t) return tl::unexpected(t.error());
-    tasks = std::move(*t);
-  } else {
-    auto t = tasks_named(db, q.tasks);
-    if (!t) return tl::unexpected(t.error());
-    tasks = std::move(*t);
-  }
+  auto selected = all ? all_tasks(db) : tasks_named(db, q.tasks);
+  if (!selected) return tl::unexpected(selected.error());
+  const std::vector<task_row>& tasks = *selected;
   range_reader rr(db);
   if (!rr.ok()) return db_fail(db);
   std::int64_t now_s = now / 1000;
@@ -447,17 +440,10 @@ tl::expected<json, std::string> query_percentiles(sqlite3* db, const percentile_
     mid = metric_id(db, q.metric);
     if (!mid) return tl::unexpected("no metric '" + q.metric + "' in the history");
   }
-  std::vector<task_row> tasks;
   bool all = q.tasks.empty();
-  if (all) {
-    auto t = all_tasks(db);
-    if (!t) return tl::unexpected(t.error());
-    tasks = std::move(*t);
-  } else {
-    auto t = tasks_named(db, q.tasks);
-    if (!t) return tl::unexpected(t.error());
-    tasks = std::move(*t);
-  }
+  auto selected = all ? all_tasks(db) : tasks_named(db, q.tasks);
+  if (!selected) return tl::unexpected(selected.error());
+  const std::vector<task_row>& tasks = *selected;
   range_reader rr(db);
   if (!rr.ok()) return db_fail(db);
   json rows = json::array();
