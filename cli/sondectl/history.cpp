@@ -9,23 +9,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "text.hpp"
+
 namespace sonde::sondectl {
 
 using json = nlohmann::json;
 
 namespace {
-
-std::string text(const json& j, const char* key, const char* fallback = "-") {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (it->is_string()) return it->get<std::string>();
-  return it->dump();
-}
-
-std::string upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::string printf_text(const char* fmt, double v) {
   char buf[64];

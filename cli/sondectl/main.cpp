@@ -27,9 +27,12 @@
 #include "alarms.hpp"
 #include "control/control_request.hpp"
 #include "history.hpp"
+#include "text.hpp"
 
 using json = nlohmann::json;
 using asio::ip::tcp;
+using sonde::sondectl::text;
+using sonde::sondectl::upper;
 using namespace std::chrono_literals;
 
 namespace {
@@ -248,21 +251,8 @@ int simple(const settings& s, json req, F&& show) {
   return 0;
 }
 
-std::string str(const json& j, const char* key, const char* fallback = "-") {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (it->is_string()) return it->get<std::string>();
-  return it->dump();
-}
-
 std::string ms_text(double ms) {
   return sonde::format_duration(sonde::duration(static_cast<std::int64_t>(ms * 1e6)));
-}
-
-std::string status_upper(const std::string& s) {
-  std::string u = s;
-  for (auto& c : u) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return u;
 }
 
 // Column table: widths from the content, the last column unpadded.
@@ -301,17 +291,18 @@ void show_list(const json& r) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& t : r["tasks"]) {
     const auto& last = t["last"];
-    std::string lstat = last.is_null() ? "-" : status_upper(str(last, "status"));
+    std::string lstat = last.is_null() ? "-" : upper(text(last, "status"));
     std::string lat = "-", when = "-", msg;
     if (!last.is_null()) {
       if (last["latency_ms"].is_number()) lat = ms_text(last["latency_ms"].get<double>());
-      when = ago(str(last, "time", ""));
-      auto reason = str(last, "reason", "");
-      msg =
-          (reason.empty() || reason == "condition" ? "" : reason + ": ") + str(last, "message", "");
+      when = ago(text(last, "time", ""));
+      auto reason = text(last, "reason", "");
+      msg = (reason.empty() || reason == "condition" ? "" : reason + ": ") +
+            text(last, "message", "");
     }
-    rows.push_back({t["id"].is_null() ? "-" : t["id"].dump(), str(t, "name"), str(t, "type"),
-                    str(t, "target"), str(t, "interval"), str(t, "state"), lstat, lat, when, msg});
+    rows.push_back({t["id"].is_null() ? "-" : t["id"].dump(), text(t, "name"), text(t, "type"),
+                    text(t, "target"), text(t, "interval"), text(t, "state"), lstat, lat, when,
+                    msg});
   }
   if (rows.empty()) {
     std::printf("no tasks\n");
@@ -331,30 +322,31 @@ void show_status(const json& r) {
   const auto& t = r["tasks"];
   const auto& res = r["results"];
   const auto& c = r["clients"];
-  std::printf("sonde %s (control protocol %s), up %s\n", str(r, "version").c_str(),
-              str(r, "protocol").c_str(),
+  std::printf("sonde %s (control protocol %s), up %s\n", text(r, "version").c_str(),
+              text(r, "protocol").c_str(),
               sonde::format_duration(
                   std::chrono::seconds(static_cast<std::int64_t>(r["uptime_s"].get<double>())))
                   .c_str());
   std::printf("tasks:    %s (%s running, %s paused, %s disabled; %s from the control channel)\n",
-              str(t, "total").c_str(), str(t, "running").c_str(), str(t, "paused").c_str(),
-              str(t, "disabled").c_str(), str(t, "control").c_str());
-  std::printf("probes:   %s in flight, %s waiting for a slot\n", str(r, "in_flight").c_str(),
-              str(r, "queued").c_str());
+              text(t, "total").c_str(), text(t, "running").c_str(), text(t, "paused").c_str(),
+              text(t, "disabled").c_str(), text(t, "control").c_str());
+  std::printf("probes:   %s in flight, %s waiting for a slot\n", text(r, "in_flight").c_str(),
+              text(r, "queued").c_str());
   char rate[32];
   std::snprintf(rate, sizeof rate, "%.1f", res["per_second"].get<double>());
   std::printf("results:  %s total, %s/s (%s ok, %s warning, %s critical, %s unknown)\n",
-              str(res, "total").c_str(), rate, str(res, "ok").c_str(), str(res, "warning").c_str(),
-              str(res, "critical").c_str(), str(res, "unknown").c_str());
+              text(res, "total").c_str(), rate, text(res, "ok").c_str(),
+              text(res, "warning").c_str(), text(res, "critical").c_str(),
+              text(res, "unknown").c_str());
   std::printf("clients:  %s connected, %s watching, %s results dropped for slow watchers\n",
-              str(c, "connected").c_str(), str(c, "watching").c_str(),
-              str(c, "dropped_results").c_str());
+              text(c, "connected").c_str(), text(c, "watching").c_str(),
+              text(c, "dropped_results").c_str());
   std::string plugs;
   for (const auto& p : r["plugins"]) {
     std::string types;
     for (const auto& ty : p["types"]) types += (types.empty() ? "" : ",") + ty.get<std::string>();
-    plugs +=
-        (plugs.empty() ? "" : ", ") + str(p, "name") + " " + str(p, "version") + " (" + types + ")";
+    plugs += (plugs.empty() ? "" : ", ") + text(p, "name") + " " + text(p, "version") + " (" +
+             types + ")";
   }
   std::printf("plugins:  %s\n", plugs.empty() ? "none" : plugs.c_str());
   if (auto h = sonde::sondectl::history_status_text(r); !h.empty())
@@ -367,9 +359,9 @@ void show_clients(const json& r) {
     char conn[32];
     std::snprintf(conn, sizeof conn, "%.0fs", c["connected_s"].get<double>());
     bool w = c["watching"].get<bool>();
-    rows.push_back({str(c, "id"), str(c, "peer"), conn, str(c, "requests"), w ? "yes" : "no",
-                    w ? str(c, "queue") + "/" + str(c, "queue_limit") : str(c, "queue"),
-                    w ? str(c, "sent") : "-", w ? str(c, "dropped") : "-"});
+    rows.push_back({text(c, "id"), text(c, "peer"), conn, text(c, "requests"), w ? "yes" : "no",
+                    w ? text(c, "queue") + "/" + text(c, "queue_limit") : text(c, "queue"),
+                    w ? text(c, "sent") : "-", w ? text(c, "dropped") : "-"});
   }
   print_table({"ID", "PEER", "CONNECTED", "REQUESTS", "WATCHING", "QUEUE", "SENT", "DROPPED"},
               rows);
@@ -400,16 +392,16 @@ struct palette {
 };
 
 void print_result(const json& r, const palette& p) {
-  std::string st = str(r, "status");
+  std::string st = text(r, "status");
   std::string lat = r["latency_ms"].is_number() ? ms_text(r["latency_ms"].get<double>()) : "-";
-  std::string reason = str(r, "reason", "");
+  std::string reason = text(r, "reason", "");
   std::string msg =
-      (reason.empty() || reason == "condition" ? "" : reason + ": ") + str(r, "message", "");
-  std::string time = str(r, "time");
+      (reason.empty() || reason == "condition" ? "" : reason + ": ") + text(r, "message", "");
+  std::string time = text(r, "time");
   if (time.size() > 23) time = time.substr(0, 23) + "Z";  // milliseconds are enough to read
   std::printf("%s%s%s  %s%-8s%s  %-16s  %-6s  %-22s  %8s  %s\n", p.dim(), time.c_str(), p.reset(),
-              p.of(st), status_upper(st).c_str(), p.reset(), str(r, "task").c_str(),
-              str(r, "type").c_str(), str(r, "target").c_str(), lat.c_str(), msg.c_str());
+              p.of(st), upper(st).c_str(), p.reset(), text(r, "task").c_str(),
+              text(r, "type").c_str(), text(r, "target").c_str(), lat.c_str(), msg.c_str());
   std::fflush(stdout);
 }
 
@@ -458,7 +450,7 @@ int cmd_watch(const settings& s, json req, bool color, long long count) {
         break;
       }
       pinged = false;
-      const auto ev = str(*line, "event", "");
+      const auto ev = text(*line, "event", "");
       if (ev == "result") {
         if (s.json_out) {
           // The record exactly as the engine formatted it (the field order of `sonde run`).
@@ -484,7 +476,7 @@ int cmd_watch(const settings& s, json req, bool color, long long count) {
       } else if (ev == "dropped") {
         std::fprintf(stderr,
                      "sondectl: %s results dropped: this terminal did not keep up (%s in all)\n",
-                     str(*line, "dropped").c_str(), str(*line, "total").c_str());
+                     text(*line, "dropped").c_str(), text(*line, "total").c_str());
       } else if (ev == "shutdown") {
         std::fprintf(stderr, "sondectl: the engine is shutting down\n");
       }
@@ -547,9 +539,9 @@ void show_agents(const json& r) {
     if (a["load"].is_array() && a["load"].size() == 3 && a["load"][0].is_number())
       load = number_text(a["load"][0], "%.2f") + " " + number_text(a["load"][1], "%.2f") + " " +
              number_text(a["load"][2], "%.2f");
-    rows.push_back({str(a, "agent"), a["address"] == "" ? "-" : str(a, "address"), seen,
+    rows.push_back({text(a, "agent"), a["address"] == "" ? "-" : text(a, "address"), seen,
                     a["cpu"].is_number() ? number_text(a["cpu"], "%.1f%%") : "-",
-                    cores.empty() ? "-" : cores, mem, load, status_upper(str(a, "state"))});
+                    cores.empty() ? "-" : cores, mem, load, upper(text(a, "state"))});
   }
   if (rows.empty()) {
     std::printf("no agents\n");
@@ -590,7 +582,7 @@ int cmd_agent_info(const settings& s, const std::string& name) {
     if (r->contains("ok")) reply = *r;
   }
   if (!reply) return fail(exit_unreachable, "no reply");
-  if (!reply->value("ok", false)) return fail(exit_error_reply, str(*reply, "error", "error"));
+  if (!reply->value("ok", false)) return fail(exit_error_reply, text(*reply, "error", "error"));
   auto id = (*reply)["id"];
   // The agent answers through the engine: {"event":"agent_info","id":N,"facts"|"error"}.
   auto end = std::chrono::steady_clock::now() + std::max<std::chrono::milliseconds>(s.wait, 7s);
@@ -600,15 +592,15 @@ int cmd_agent_info(const settings& s, const std::string& name) {
     if (left.count() <= 0) break;
     auto ev = c.receive(err, left);
     if (!ev) return fail(exit_unreachable, err);
-    if (str(*ev, "event", "") != "agent_info" || (*ev)["id"] != id) continue;
-    if (ev->contains("error")) return fail(exit_error_reply, str(*ev, "error"));
+    if (text(*ev, "event", "") != "agent_info" || (*ev)["id"] != id) continue;
+    if (ev->contains("error")) return fail(exit_error_reply, text(*ev, "error"));
     const json& f = (*ev)["facts"];
     if (s.json_out) {
       std::printf("%s\n", f.dump().c_str());
       return 0;
     }
-    std::string cpu = str(f, "cpu_model");
-    if (f.contains("cpu_count")) cpu += " (" + str(f, "cpu_count") + " CPUs)";
+    std::string cpu = text(f, "cpu_model");
+    if (f.contains("cpu_count")) cpu += " (" + text(f, "cpu_count") + " CPUs)";
     std::string addrs;
     if (f["addresses"].is_array())
       for (const auto& a : f["addresses"])
@@ -616,20 +608,21 @@ int cmd_agent_info(const settings& s, const std::string& name) {
     std::string interval =
         f["interval_ms"].is_number() ? ms_text(f["interval_ms"].get<double>()) : "-";
     std::vector<std::pair<std::string, std::string>> kv = {
-        {"NAME", str(f, "name")},
-        {"IP", str(f, "ip")},
-        {"OS", str(f, "os")},
-        {"KERNEL", str(f, "kernel")},
-        {"ARCH", str(f, "arch")},
+        {"NAME", text(f, "name")},
+        {"IP", text(f, "ip")},
+        {"OS", text(f, "os")},
+        {"KERNEL", text(f, "kernel")},
+        {"ARCH", text(f, "arch")},
         {"CPU", cpu},
         {"RAM", bytes_text(f["mem_total"])},
-        {"HOSTNAME", str(f, "hostname")},
+        {"HOSTNAME", text(f, "hostname")},
         {"ADDRESSES", addrs.empty() ? "-" : addrs},
-        {"VERSION", str(f, "version")},
+        {"VERSION", text(f, "version")},
         {"INTERVAL", interval}};
     if (f["queue"].is_object())
-      kv.push_back({"QUEUE", str(f["queue"], "queued") + " queued, " + str(f["queue"], "dropped") +
-                                 " dropped, acked up to " + str(f["queue"], "acked")});
+      kv.push_back({"QUEUE", text(f["queue"], "queued") + " queued, " +
+                                 text(f["queue"], "dropped") + " dropped, acked up to " +
+                                 text(f["queue"], "acked")});
     for (auto& [k, v] : kv) std::printf("%-10s %s\n", k.c_str(), v.c_str());
     return 0;
   }
@@ -768,7 +761,7 @@ int main(int argc, char** argv) {
     if (*shutdown)
       return simple(s, {{"command", "shutdown"}}, [](const json& r) {
         std::printf("engine shutting down (%s probe%s in flight finish first)\n",
-                    str(r, "in_flight").c_str(), str(r, "in_flight") == "1" ? "" : "s");
+                    text(r, "in_flight").c_str(), text(r, "in_flight") == "1" ? "" : "s");
       });
     if (*reload)
       return simple(s, {{"command", "reload"}}, [](const json& r) {
@@ -778,7 +771,7 @@ int main(int argc, char** argv) {
           return o.empty() ? std::string("none") : o;
         };
         std::printf("reloaded: %s unchanged; added: %s; changed: %s; removed: %s\n",
-                    str(r, "unchanged").c_str(), names_of("added").c_str(),
+                    text(r, "unchanged").c_str(), names_of("added").c_str(),
                     names_of("changed").c_str(), names_of("removed").c_str());
       });
     if (*start) {
@@ -807,10 +800,10 @@ int main(int argc, char** argv) {
       return simple(s, r, [](const json& rep) {
         if (rep.value("unchanged", false))
           std::printf("task %s (id %s) is already running with this definition\n",
-                      str(rep, "started").c_str(), str(rep, "id").c_str());
+                      text(rep, "started").c_str(), text(rep, "id").c_str());
         else
-          std::printf("started task %s (id %s)\n", str(rep, "started").c_str(),
-                      str(rep, "id").c_str());
+          std::printf("started task %s (id %s)\n", text(rep, "started").c_str(),
+                      text(rep, "id").c_str());
       });
     }
     if (*stop || *pause || *resume) {
